@@ -1,0 +1,79 @@
+// collie cluster: format, info, shutdown.
+
+import readline from 'node:readline/promises';
+import { Op, Res, SdError } from '../lib/proto.js';
+import type { StatClusterReply } from '../sheep/ops.js';
+import { CliError, EXIT_SYSFAIL, withClient, out, reason, ctimeString, shortTime, padL, type ConnOpts } from './common.js';
+
+export interface FormatOpts extends ConnOpts {
+  copies: number;
+  blockSizeShift: number;
+  lock: boolean;
+  force: boolean;
+}
+
+async function confirm(question: string): Promise<boolean> {
+  if (!process.stdin.isTTY) return false;
+  const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
+  try {
+    return (await rl.question(`${question} [yes/no]: `)).trim() === 'yes';
+  } finally {
+    rl.close();
+  }
+}
+
+export async function clusterFormat(o: FormatOpts): Promise<void> {
+  await withClient(o, async (c) => {
+    let hasVdis = false;
+    try {
+      hasVdis = (await c.readVdis()).some((b) => b !== 0);
+    } catch (e) {
+      if (!(e instanceof SdError && e.result === Res.WAIT_FOR_FORMAT)) throw e;
+    }
+    if (hasVdis && !o.force) {
+      const ok = await confirm('Caution! The cluster is not empty: formatting deletes every VDI.\nAre you sure you want to continue?');
+      if (!ok) throw new CliError('the cluster is not empty; not formatted (use --force to format anyway)');
+    }
+    out('using backend plain store\n');
+    try {
+      await c.control(Op.MAKE_FS, { copies: o.copies, blockSizeShift: o.blockSizeShift, lock: o.lock });
+    } catch (e) {
+      throw new CliError(`Format failed: ${reason(e)}`, EXIT_SYSFAIL);
+    }
+  });
+}
+
+export async function clusterInfo(o: ConnOpts & { verbose?: boolean }): Promise<void> {
+  const st = await withClient(o, (c) => c.control<StatClusterReply>(Op.STAT_CLUSTER));
+  const raw = o.raw;
+  out(raw ? `${st.statusText}\n` : `Cluster status: ${st.statusText}\n`);
+  if (st.status === 'wait_format') {
+    out('\n');
+    return;
+  }
+  if (o.verbose) {
+    const lines = [`plain with ${st.copies} redundancy policy`, 'auto', 'node'];
+    const labels = ['Cluster store: ', 'Cluster vnodes strategy: ', 'Cluster vnode mode: '];
+    for (let i = 0; i < 3; i++) out(raw ? `${lines[i]}\n` : `${labels[i]}${lines[i]}\n`);
+    if (st.lock) out(raw ? 'lock\n' : 'Cluster VDI locking: enforced (formatted with --lock)\n');
+  } else {
+    out('\n');
+  }
+  if (!raw) out(`Cluster created at ${ctimeString(st.ctime)}\n\n`);
+  if (!raw) out('Epoch Time           Version [Host:Port:V-Nodes,,,]\n');
+  for (const h of st.history) {
+    const nodes = h.nodes.map((n) => `${n.host}:${n.port}:${n.vnodes}`).join(', ');
+    if (raw) out(`${Math.floor(h.time / 1000)} ${h.epoch} [${nodes}]\n`);
+    else out(`${shortTime(Math.floor(h.time / 1000), true)} ${padL(h.epoch, 6)} [${nodes}]\n`);
+  }
+}
+
+export async function clusterShutdown(o: ConnOpts): Promise<void> {
+  await withClient(o, async (c) => {
+    try {
+      await c.control(Op.SHUTDOWN);
+    } catch (e) {
+      throw new CliError(`failed to execute request: ${reason(e)}`);
+    }
+  });
+}

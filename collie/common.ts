@@ -1,0 +1,88 @@
+// Shared plumbing of collie commands: connection options, errors with exit codes, output helpers.
+
+import { SheepClient } from '../lib/client.js';
+import { SdError, resultText } from '../lib/proto.js';
+import { parseSize } from '../lib/units.js';
+
+export const EXIT_SUCCESS = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_SYSFAIL = 2;
+export const EXIT_EXISTS = 3;
+export const EXIT_MISSING = 5;
+export const EXIT_USAGE = 64;
+
+/** An error that ends collie with a message on stderr and a specific exit code. */
+export class CliError extends Error {
+  constructor(message: string, readonly exitCode: number = EXIT_FAILURE) {
+    super(message);
+  }
+}
+
+export interface ConnOpts {
+  address: string;
+  port: number;
+  raw?: boolean;
+}
+
+export async function connect(o: ConnOpts): Promise<SheepClient> {
+  try {
+    return await SheepClient.connect({ host: o.address, port: o.port });
+  } catch (e) {
+    throw new CliError(`failed to connect to ${o.address}:${o.port}: ${(e as Error).message}`, EXIT_SYSFAIL);
+  }
+}
+
+/** Runs `fn` with a connection, closing it afterwards. */
+export async function withClient<T>(o: ConnOpts, fn: (c: SheepClient) => Promise<T>): Promise<T> {
+  const c = await connect(o);
+  try {
+    return await fn(c);
+  } finally {
+    c.close();
+  }
+}
+
+/** The reason text for a failed request: the protocol's wording for SdErrors. */
+export function reason(e: unknown): string {
+  if (e instanceof SdError) return resultText(e.result);
+  return (e as Error)?.message ?? String(e);
+}
+
+export const SIZE_HINT = 'You may use B, K, M, G, T or P suffixes for bytes, kilobytes, megabytes, gigabytes, terabytes and petabytes.';
+
+export function sizeArg(text: string): number {
+  const n = parseSize(text);
+  if (n === null) throw new CliError(`Invalid size '${text}'\n${SIZE_HINT}`, EXIT_USAGE);
+  return n;
+}
+
+export function out(s: string): void {
+  process.stdout.write(s);
+}
+
+/** "2026-11-22 03:38" in local time, from seconds since the epoch. */
+export function shortTime(sec: number, withSeconds = false): string {
+  const d = new Date(sec * 1000);
+  const p = (n: number) => String(n).padStart(2, '0');
+  const base = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}`;
+  return withSeconds ? `${base}:${p(d.getSeconds())}` : base;
+}
+
+/** ctime(3)-style: "Sun Nov 22 03:38:52 2026". */
+export function ctimeString(ms: number): string {
+  const d = new Date(ms);
+  const days = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+  const months = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${days[d.getDay()]} ${months[d.getMonth()]} ${String(d.getDate()).padStart(2, ' ')} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())} ${d.getFullYear()}`;
+}
+
+/** "-s X": all digits is a snapshot id, anything else a tag. */
+export function snapshotSpec(s: string | undefined): { tag: string; snapid: number } {
+  if (s === undefined || s === '') return { tag: '', snapid: 0 };
+  return /^\d+$/.test(s) ? { tag: '', snapid: Number(s) } : { tag: s, snapid: 0 };
+}
+
+/** printf-style padding helpers. */
+export const padL = (s: string | number, w: number) => String(s).padStart(w, ' ');
+export const padR = (s: string | number, w: number) => String(s).padEnd(w, ' ');

@@ -1,0 +1,112 @@
+#!/usr/bin/env node
+// collie: the command-line tool that runs a sheepdog cluster. `collie <group> <command> [args]`.
+
+import { Command, InvalidArgumentError } from 'commander';
+import { CliError, EXIT_FAILURE, EXIT_USAGE, sizeArg } from './common.js';
+import { clusterFormat, clusterInfo, clusterShutdown } from './cluster.js';
+import { nodeListCmd, nodeInfoCmd } from './node.js';
+import { vdiCreate, vdiList, vdiDelete, vdiRead, vdiWrite, vdiObject } from './vdi.js';
+
+function intArg(min: number, max: number) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`must be an integer ${min}..${max}`);
+    return n;
+  };
+}
+
+/** Adds the options every command that talks to a sheep has. */
+function conn(cmd: Command, raw = false): Command {
+  cmd.option('-a, --address <host>', 'sheep address', 'localhost')
+    .option('-p, --port <port>', 'sheep port', intArg(1, 65535), 7000);
+  if (raw) cmd.option('-r, --raw', 'raw output: no headers, single spaces, sizes in bytes', false);
+  return cmd;
+}
+
+type Opts = Record<string, unknown> & { address: string; port: number; raw?: boolean };
+
+/** Wraps an action: errors print their reason and set the exit code. */
+function act<A extends unknown[]>(fn: (...a: A) => Promise<void>) {
+  return async (...a: A) => {
+    try {
+      await fn(...a);
+    } catch (e) {
+      if (e instanceof CliError) {
+        if (e.message) process.stderr.write(`${e.message}\n`);
+        process.exitCode = e.exitCode;
+      } else {
+        process.stderr.write(`${(e as Error)?.stack ?? String(e)}\n`);
+        process.exitCode = EXIT_FAILURE;
+      }
+    }
+  };
+}
+
+const program = new Command('collie')
+  .description('Sheepdog administrator utility: manage the cluster, its nodes and virtual disk images (VDIs)')
+  .version('0.1.0', '--version')
+  .showHelpAfterError()
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+// ------------------------------------------------------------------ cluster
+const cluster = program.command('cluster').description('cluster-wide operations');
+conn(cluster.command('format').description('create a Sheepdog store: wipes every node and sets the defaults'))
+  .option('-c, --copies <n>', 'default number of copies of every object', intArg(1, 31), 3)
+  .option('-z, --block-size-shift <n>', 'default object size as a power of two (20..31)', intArg(20, 31), 22)
+  .option('-l, --lock', 'enforce VDI locks: a second writer is refused', false)
+  .option('-f, --force', 'do not ask for confirmation when the cluster holds VDIs', false)
+  .action(act(async (o: Opts) => clusterFormat({ ...o, copies: o.copies as number, blockSizeShift: o.blockSizeShift as number, lock: Boolean(o.lock), force: Boolean(o.force) })));
+conn(cluster.command('info').description('show cluster status, creation time and epoch history'), true)
+  .option('-v, --verbose', 'print more information', false)
+  .action(act(async (o: Opts) => clusterInfo({ ...o, verbose: Boolean(o.verbose) })));
+conn(cluster.command('shutdown').description('stop every sheep of the cluster (data is flushed first)'))
+  .action(act(async (o: Opts) => clusterShutdown(o)));
+
+// ------------------------------------------------------------------ node
+const node = program.command('node').description('node information');
+conn(node.command('list').description('list nodes (* marks the node collie talks to)'), true).action(act(async (o: Opts) => nodeListCmd(o)));
+conn(node.command('info').description('show disk usage of each node'), true).action(act(async (o: Opts) => nodeInfoCmd(o)));
+
+// ------------------------------------------------------------------ vdi
+const vdi = program.command('vdi').description('virtual disk images');
+conn(vdi.command('create').description('create an image').argument('<vdiname>').argument('<size>', 'size, e.g. 10G'), true)
+  .option('-P, --prealloc', 'preallocate all the data objects', false)
+  .option('-c, --copies <n>', 'number of copies (default: the cluster default)', intArg(1, 31))
+  .option('-z, --block-size-shift <n>', 'object size as a power of two', intArg(0, 64))
+  .option('-v, --verbose', 'print the id of the new VDI', false)
+  .action(act(async (name: string, size: string, o: Opts) => vdiCreate(name, sizeArg(size), {
+    ...o, prealloc: Boolean(o.prealloc), copies: o.copies as number | undefined,
+    blockSizeShift: o.blockSizeShift as number | undefined, verbose: Boolean(o.verbose),
+  })));
+conn(vdi.command('list').description('list images').argument('[vdiname]', 'only this VDI and its snapshots'), true)
+  .action(act(async (name: string | undefined, o: Opts) => vdiList(name, o)));
+conn(vdi.command('delete').description('delete an image or one of its snapshots').argument('<vdiname>'))
+  .option('-s, --snapshot <id|tag>', 'delete this snapshot instead of the working VDI')
+  .action(act(async (name: string, o: Opts) => vdiDelete(name, { ...o, snapshot: o.snapshot as string | undefined })));
+conn(vdi.command('read').description('read data from an image to stdout').argument('<vdiname>').argument('[offset]').argument('[len]'))
+  .option('-s, --snapshot <id|tag>', 'read this snapshot')
+  .action(act(async (name: string, off: string | undefined, len: string | undefined, o: Opts) =>
+    vdiRead(name, off === undefined ? 0 : sizeArg(off), len === undefined ? undefined : sizeArg(len), { ...o, snapshot: o.snapshot as string | undefined })));
+conn(vdi.command('write').description('write data from stdin to an image').argument('<vdiname>').argument('[offset]').argument('[len]'))
+  .action(act(async (name: string, off: string | undefined, len: string | undefined, o: Opts) =>
+    vdiWrite(name, off === undefined ? 0 : sizeArg(off), len === undefined ? undefined : sizeArg(len), o)));
+conn(vdi.command('object').description('show where the objects of an image are (location) or its object map (map)')
+  .argument('<subcommand>', 'location or map').argument('<vdiname>'))
+  .option('-i, --index <idx>', 'data object index (default: the inode object)', intArg(0, 2 ** 31))
+  .option('-s, --snapshot <id|tag>', 'a snapshot instead of the working VDI')
+  .action(act(async (sub: string, name: string, o: Opts) => {
+    if (sub !== 'location' && sub !== 'map') throw new CliError(`unknown subcommand '${sub}': use location or map`, EXIT_USAGE);
+    await vdiObject(sub, name, { ...o, index: o.index as number | undefined, snapshot: o.snapshot as string | undefined });
+  }));
+
+for (const c of [program, cluster, node, vdi, ...cluster.commands, ...node.commands, ...vdi.commands]) {
+  c.exitOverride((err) => {
+    process.exit(err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0 ? 0 : EXIT_USAGE);
+  });
+}
+
+if (process.argv.length <= 2) {
+  program.outputHelp();
+  process.exit(EXIT_USAGE);
+}
+await program.parseAsync(process.argv);

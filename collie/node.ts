@@ -1,0 +1,54 @@
+// collie node: list, info.
+
+import { Op } from '../lib/proto.js';
+import { SheepClient } from '../lib/client.js';
+import { formatSize } from '../lib/units.js';
+import type { NodeListReply, StatSheepReply } from '../sheep/ops.js';
+import { CliError, EXIT_SYSFAIL, withClient, out, reason, padL, padR, type ConnOpts } from './common.js';
+
+export async function nodeList(o: ConnOpts): Promise<NodeListReply> {
+  try {
+    return await withClient(o, (c) => c.control<NodeListReply>(Op.GET_NODE_LIST));
+  } catch (e) {
+    if (e instanceof CliError) process.stderr.write(`${e.message}\n`);
+    throw new CliError('Failed to get node list', EXIT_SYSFAIL);
+  }
+}
+
+export async function nodeListCmd(o: ConnOpts): Promise<void> {
+  const l = await nodeList(o);
+  if (!o.raw) out('  Id   Host:Port         V-Nodes       Zone\n');
+  l.nodes.forEach((n, i) => {
+    const addr = `${n.host}:${n.port}`;
+    // '*' marks the node collie is talking to
+    if (o.raw) out(`${i} ${addr} ${n.vnodes} ${n.zone}\n`);
+    else out(`${n.nid === l.me ? '*' : ' '}${padL(i, 3)}   ${padR(addr, 20)}\t${padL(n.vnodes, 2)}${padL(n.zone, 11)}\n`);
+  });
+}
+
+export async function nodeInfoCmd(o: ConnOpts): Promise<void> {
+  const l = await nodeList(o);
+  const raw = o.raw;
+  const size = (n: number) => (raw ? String(n) : formatSize(n));
+  const pct = (used: number, total: number) => (total ? Math.floor((used * 100) / total) : 0);
+  if (!raw) out('Id\tSize\tUsed\tAvail\tUse%\n');
+  let tSize = 0, tUsed = 0, tAvail = 0, vsize = 0, ok = 0;
+  for (const [i, n] of l.nodes.entries()) {
+    try {
+      const c = await SheepClient.connect({ host: n.host, port: n.port });
+      try {
+        const s = await c.control<StatSheepReply>(Op.STAT_SHEEP);
+        tSize += s.size; tUsed += s.used; tAvail += s.avail; vsize = Math.max(vsize, s.vdiSizeTotal); ok++;
+        if (raw) out(`${i} ${s.size} ${s.used} ${s.avail} ${pct(s.used, s.size)}%\n`);
+        else out(`${padL(i, 2)}\t${size(s.size)}\t${size(s.used)}\t${size(s.avail)}\t${padL(pct(s.used, s.size), 3)}%\n`);
+      } finally {
+        c.close();
+      }
+    } catch (e) {
+      process.stderr.write(`Response's result: ${reason(e)}\n`);
+    }
+  }
+  if (!ok) throw new CliError('Cannot get information from any nodes', EXIT_SYSFAIL);
+  if (raw) out(`Total ${tSize} ${tUsed} ${tAvail} ${pct(tUsed, tSize)}% ${vsize}\n`);
+  else out(`Total\t${size(tSize)}\t${size(tUsed)}\t${size(tAvail)}\t${padL(pct(tUsed, tSize), 3)}%\n\nTotal virtual image size\t${size(vsize)}\n`);
+}

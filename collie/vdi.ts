@@ -1,0 +1,302 @@
+// collie vdi: create, list, delete, read, write, object.
+
+import { SheepClient } from '../lib/client.js';
+import { Res, SdError } from '../lib/proto.js';
+import { formatSize } from '../lib/units.js';
+import { OpenVdi } from '../lib/vdi-io.js';
+import { NR_VDIS, vidToVdiOid, vidToDataOid, oidHex } from '../lib/oid.js';
+import {
+  decodeInodeHeader, SD_INODE_HEADER_SIZE, maxVdiSize, SD_DATA_OBJ_MAX, SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT,
+  ctimeSeconds, type InodeHeader,
+} from '../lib/inode.js';
+import {
+  CliError, EXIT_SYSFAIL, EXIT_USAGE, withClient, out, reason, shortTime, snapshotSpec, padL, padR, type ConnOpts,
+} from './common.js';
+import { nodeList } from './node.js';
+
+// ------------------------------------------------------------------ create
+
+export interface CreateOpts extends ConnOpts {
+  prealloc?: boolean;
+  copies?: number;
+  blockSizeShift?: number;
+  verbose?: boolean;
+}
+
+export async function vdiCreate(name: string, size: number, o: CreateOpts): Promise<void> {
+  const bss = o.blockSizeShift ?? 0;
+  if (bss && bss < SD_MIN_BLOCK_SIZE_SHIFT) throw new CliError(`Object Size is larger than 2^20. Please set shift bit larger than 20`);
+  if (bss > SD_MAX_BLOCK_SIZE_SHIFT) throw new CliError(`Object Size is limited to 2^31. Please set shift bit lower than 31`);
+  await withClient(o, async (c) => {
+    const effBss = bss || (await c.getClusterDefault().catch(() => ({ blockSizeShift: 22 }))).blockSizeShift || 22;
+    if (BigInt(size) > maxVdiSize(effBss)) {
+      throw new CliError(`VDI size is larger than ${formatSize(Number(maxVdiSize(effBss)))} bytes, please use '-z' to create larger object size volume`, EXIT_USAGE);
+    }
+    let vid: number;
+    try {
+      vid = await c.newVdi(name, BigInt(size), { copies: o.copies ?? 0, blockSizeShift: bss });
+    } catch (e) {
+      throw new CliError(`Failed to create VDI ${name}: ${reason(e)}`);
+    }
+    if (o.prealloc) {
+      const v = await OpenVdi.open(c, vid);
+      const os = v.objectSize;
+      for (let idx = 0; idx < v.map.length; idx++) {
+        const len = Math.min(os, v.size - idx * os);
+        await v.writePiece(idx, 0, Buffer.alloc(len));
+      }
+    }
+    if (o.verbose) out(o.raw ? `${vid.toString(16)}\n` : `VDI ID of newly created VDI: ${vid.toString(16)}\n`);
+  });
+}
+
+// ------------------------------------------------------------------ helpers
+
+async function openByName(c: SheepClient, name: string, snap: string | undefined): Promise<OpenVdi> {
+  const { tag, snapid } = snapshotSpec(snap);
+  let vid: number;
+  try {
+    vid = await c.getVdiInfo(name, tag, snapid);
+  } catch (e) {
+    throw new CliError(`Failed to open VDI ${name} (snapshot id: ${snapid} snapshot tag: ${tag}): ${reason(e)}`);
+  }
+  return OpenVdi.open(c, vid);
+}
+
+/** Every VDI inode header in the cluster, in vid order (what `vdi list` and friends walk). */
+export async function allInodes(c: SheepClient): Promise<InodeHeader[]> {
+  let bitmap: Buffer;
+  try {
+    bitmap = await c.readVdis();
+  } catch (e) {
+    if (e instanceof SdError && e.result === Res.WAIT_FOR_FORMAT) return [];
+    throw e;
+  }
+  const vids: number[] = [];
+  for (let byte = 0; byte < bitmap.length; byte++) {
+    if (!bitmap[byte]) continue;
+    for (let bit = 0; bit < 8; bit++) if (bitmap[byte] & (1 << bit)) vids.push(byte * 8 + bit);
+  }
+  const out: InodeHeader[] = [];
+  for (const vid of vids) {
+    if (vid >= NR_VDIS) break;
+    const h = decodeInodeHeader(await c.readObj(vidToVdiOid(vid), 0, SD_INODE_HEADER_SIZE));
+    if (h.name) out.push(h); // deleted VDIs keep their bit but have no name
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ list
+
+export async function vdiList(name: string | undefined, o: ConnOpts): Promise<void> {
+  if (!o.raw) out('  Name        Id    Size    Used  Shared    Creation time   VDI id  Copies  Tag   Block Size Shift\n');
+  await withClient(o, async (c) => {
+    for (const h of await allInodes(c)) {
+      if (name !== undefined && h.name !== name) continue;
+      const v = await OpenVdi.open(c, h.vdiId);
+      const { own, shared } = v.usage();
+      const os = v.objectSize;
+      const snap = h.snapCtime !== 0n;
+      const clone = !snap && h.snapId === 1 && h.parentVdiId !== 0;
+      const id = snap ? h.snapId : 0;
+      const sec = ctimeSeconds(h.createTime);
+      if (o.raw) {
+        const type = snap ? 's' : clone ? 'c' : '=';
+        out(`${type} ${escapeName(h.name)} ${id} ${h.vdiSize} ${own * os} ${shared * os} ${sec} ${h.vdiId.toString(16)} ${h.nrCopies} ${h.tag} ${h.blockSizeShift}\n`);
+      } else {
+        const type = snap ? 's' : clone ? 'c' : ' ';
+        out(`${type} ${padR(h.name, 8)} ${padL(id, 5)} ${padL(formatSize(Number(h.vdiSize)), 7)} ${padL(formatSize(own * os), 7)} ` +
+          `${padL(formatSize(shared * os), 7)} ${shortTime(sec)}  ${padL(h.vdiId.toString(16), 7)} ${padL(h.nrCopies, 6)} ${padL(h.tag, 13)} ${padL(h.blockSizeShift, 3)}\n`);
+      }
+    }
+  });
+}
+
+function escapeName(n: string): string {
+  return n.replace(/([\\ ])/g, '\\$1');
+}
+
+// ------------------------------------------------------------------ delete
+
+export async function vdiDelete(name: string, o: ConnOpts & { snapshot?: string }): Promise<void> {
+  const { tag, snapid } = snapshotSpec(o.snapshot);
+  await withClient(o, async (c) => {
+    try {
+      await c.delVdi(name, tag, snapid);
+    } catch (e) {
+      if (e instanceof SdError && (e.result === Res.NO_VDI || e.result === Res.NO_TAG)) {
+        throw new CliError(`Failed to open VDI ${name} (snapshot id: ${snapid} snapshot tag: ${tag}): ${reason(e)}`);
+      }
+      throw new CliError(`Failed to delete ${name}: ${reason(e)}`);
+    }
+  });
+}
+
+// ------------------------------------------------------------------ read / write (streaming)
+
+/** Requests kept in flight by vdi read/write: enough to keep the pipe full, bounded in memory. */
+const IO_DEPTH = 8;
+
+function clipRange(v: OpenVdi, offset: number, len: number | undefined, what: 'Read' | 'Write'): number {
+  if (offset > v.size) throw new CliError(`${what} offset is beyond the end of the VDI`);
+  const max = v.size - offset;
+  return len === undefined ? max : Math.min(len, max);
+}
+
+export async function vdiRead(name: string, offset: number, len: number | undefined, o: ConnOpts & { snapshot?: string }): Promise<void> {
+  await withClient(o, async (c) => {
+    const v = await openByName(c, name, o.snapshot);
+    const total = clipRange(v, offset, len, 'Read');
+    const pieces = [...v.pieces(offset, total)];
+    const inflight: Array<Promise<Buffer>> = [];
+    let next = 0;
+    const issue = () => {
+      while (inflight.length < IO_DEPTH && next < pieces.length) {
+        const p = pieces[next++];
+        const pr = v.readPiece(p.idx, p.off, p.len);
+        pr.catch(() => undefined); // awaited in order below
+        inflight.push(pr);
+      }
+    };
+    issue();
+    while (inflight.length) {
+      let buf: Buffer;
+      try {
+        buf = await inflight.shift()!;
+      } catch (e) {
+        throw new CliError(`Failed to read VDI: ${reason(e)}`);
+      }
+      issue();
+      if (!process.stdout.write(buf)) await new Promise<void>((r) => process.stdout.once('drain', () => r()));
+    }
+  });
+}
+
+/** Reads stdin into pieces aligned to the VDI's objects, yielding each as soon as it is complete. */
+async function* stdinPieces(v: OpenVdi, offset: number, total: number): AsyncGenerator<{ idx: number; off: number; data: Buffer }> {
+  let pos = 0;
+  let cur: Buffer | null = null;
+  let fill = 0;
+  let piece = { idx: 0, off: 0, len: 0 };
+  const nextPiece = () => {
+    const abs = offset + pos;
+    const os = v.objectSize;
+    piece = { idx: Math.floor(abs / os), off: abs % os, len: Math.min(os - (abs % os), total - pos) };
+    cur = Buffer.allocUnsafe(piece.len);
+    fill = 0;
+  };
+  if (total === 0) return;
+  nextPiece();
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+    let at = 0;
+    while (at < chunk.length && pos < total) {
+      const k = Math.min(chunk.length - at, piece.len - fill);
+      chunk.copy(cur!, fill, at, at + k);
+      fill += k;
+      at += k;
+      pos += k;
+      if (fill === piece.len) {
+        yield { idx: piece.idx, off: piece.off, data: cur! };
+        if (pos < total) nextPiece();
+      }
+    }
+    if (pos >= total) return;
+  }
+  // stdin ended early: write what arrived, nothing more
+  if (fill > 0) yield { idx: piece.idx, off: piece.off, data: cur!.subarray(0, fill) };
+}
+
+export async function vdiWrite(name: string, offset: number, len: number | undefined, o: ConnOpts): Promise<void> {
+  await withClient(o, async (c) => {
+    let vid: number;
+    try {
+      vid = await c.lockVdi(name);
+    } catch (e) {
+      throw new CliError(`Failed to open VDI ${name} (snapshot id: 0 snapshot tag: ): ${reason(e)}`);
+    }
+    try {
+      const v = await OpenVdi.open(c, vid);
+      const total = clipRange(v, offset, len, 'Write');
+      const inflight = new Set<Promise<void>>();
+      let failure: unknown = null;
+      for await (const p of stdinPieces(v, offset, total)) {
+        const pr: Promise<void> = v.writePiece(p.idx, p.off, p.data)
+          .catch((e) => { failure ??= e; })
+          .finally(() => inflight.delete(pr));
+        inflight.add(pr);
+        if (inflight.size >= IO_DEPTH) await Promise.race(inflight);
+        if (failure) break;
+      }
+      await Promise.all(inflight);
+      if (failure) throw new CliError(`Failed to write VDI: ${reason(failure)}`);
+      await c.flushVdi(vid);
+    } finally {
+      await c.releaseVdi(name, vid).catch(() => undefined);
+    }
+  });
+}
+
+// ------------------------------------------------------------------ object
+
+export async function vdiObject(sub: string, name: string, o: ConnOpts & { index?: number; snapshot?: string }): Promise<void> {
+  if (o.index !== undefined && o.index >= SD_DATA_OBJ_MAX) {
+    out('The offset is too large!\n');
+    throw new CliError('', 1);
+  }
+  const nodes = await nodeList(o);
+  await withClient(o, async (c) => {
+    let v: OpenVdi;
+    try {
+      v = await openByName(c, name, o.snapshot);
+    } catch (e) {
+      throw new CliError(`${(e as Error).message}\nFATAL: no inode objects`);
+    }
+    if (sub === 'map') {
+      out('Index       VID\n');
+      const idxs = o.index !== undefined ? [o.index] : [...v.map.keys()].filter((i) => v.map[i]);
+      for (const i of idxs) out(`${String(i).padStart(8, '0')} ${padL((v.map[i] ?? 0).toString(16), 8)}\n`);
+      return;
+    }
+    let oid: bigint;
+    if (o.index === undefined) {
+      oid = vidToVdiOid(v.vid);
+      out(`Looking for the inode object 0x${v.vid.toString(16)} with ${nodes.nodes.length} nodes\n\n`);
+    } else {
+      const owner = v.map[o.index] ?? 0;
+      if (!owner) {
+        out(`The inode object 0x${v.vid.toString(16)} idx ${o.index} is not allocated\n`);
+        return;
+      }
+      oid = vidToDataOid(owner, o.index);
+      out(`Looking for the object ${oidHex(oid)} (vid 0x${v.vid.toString(16)} idx ${o.index}, ${v.header.nrCopies} copies) with ${nodes.nodes.length} nodes\n\n`);
+    }
+    for (const n of nodes.nodes) {
+      const has = await hasObject(n.host, n.port, oid);
+      out(`${n.host}:${n.port} ${has ? 'has' : "doesn't have"} the object\n`);
+    }
+    const copies = v.header.nrCopies;
+    if (nodes.nodes.length < copies) {
+      out(`\nBecause number of nodes (${nodes.nodes.length}) is less than number of copies (${copies}), the object should be located at every nodes.\n`);
+    } else {
+      out(`\nAccording to sheepdog algorithm, the object should be located at:\n${nodes.nodes.slice(0, copies).map((n) => `${n.host}:${n.port}`).join(' ')}\n`);
+    }
+  });
+}
+
+async function hasObject(host: string, port: number, oid: bigint): Promise<boolean> {
+  let c: SheepClient;
+  try {
+    c = await SheepClient.connect({ host, port });
+  } catch {
+    throw new CliError(`failed to connect to ${host}:${port}`, EXIT_SYSFAIL);
+  }
+  try {
+    await c.readObj(oid, 0, 0);
+    return true;
+  } catch (e) {
+    if (e instanceof SdError && e.result === Res.NO_OBJ) return false;
+    throw new CliError(`failed to look up ${oidHex(oid)} on ${host}:${port}: ${reason(e)}`, EXIT_SYSFAIL);
+  } finally {
+    c.close();
+  }
+}

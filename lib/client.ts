@@ -1,0 +1,225 @@
+// A promise-based Sheepdog protocol client with pipelined requests matched by id.
+// Used by collie and the tests; speaks exactly what QEMU's driver speaks, plus our internal ops.
+
+import net from 'node:net';
+import { pack, unpack } from 'msgpackr';
+import {
+  Op, Flag, Res, SdError, SD_HEADER_SIZE, decodeRsp, encodeObjReq, encodeVdiReq, encodePlainReq,
+  encodeNameTag, type Rsp, type ObjReq, type VdiReq,
+} from './proto.js';
+import { FrameReader } from './frame.js';
+
+export interface ClientAddress {
+  host?: string;
+  port?: number;
+  socketPath?: string;
+}
+
+export interface Reply {
+  rsp: Rsp;
+  data: Buffer;
+}
+
+interface Pending {
+  resolve: (r: Reply) => void;
+  reject: (e: Error) => void;
+}
+
+/** Largest reply we accept: a whole inode plus slack; protects the client from a broken server. */
+const MAX_REPLY = 64 * 1024 * 1024;
+
+export class SheepClient {
+  private readonly sock: net.Socket;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private closedError: Error | null = null;
+  readonly ready: Promise<void>;
+
+  private constructor(addr: ClientAddress, timeoutMs: number) {
+    this.sock = addr.socketPath
+      ? net.connect({ path: addr.socketPath })
+      : net.connect({ host: addr.host ?? '127.0.0.1', port: addr.port ?? 7000, noDelay: true });
+    this.ready = new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.sock.destroy();
+        reject(new Error(`connect timed out after ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.sock.once('connect', () => { clearTimeout(t); resolve(); });
+      this.sock.once('error', (e) => { clearTimeout(t); reject(e); });
+    });
+    const reader = new FrameReader((hdr) => {
+      const len = hdr.readUInt32LE(12);
+      if (len > MAX_REPLY) throw new Error(`reply with absurd data_length ${len}`);
+      return len;
+    }, (hdr, data) => this.onReply(hdr, data));
+    this.sock.on('data', (chunk) => {
+      try { reader.push(chunk); } catch (e) { this.sock.destroy(e as Error); }
+    });
+    this.sock.on('error', (e) => this.failAll(e));
+    this.sock.on('close', () => this.failAll(new Error('connection closed by server')));
+  }
+
+  static async connect(addr: ClientAddress, timeoutMs = 5000): Promise<SheepClient> {
+    const c = new SheepClient(addr, timeoutMs);
+    await c.ready;
+    return c;
+  }
+
+  private onReply(hdr: Buffer, data: Buffer): void {
+    const rsp = decodeRsp(hdr);
+    const p = this.pending.get(rsp.id);
+    if (!p) return; // a reply nobody waits for: ignore
+    this.pending.delete(rsp.id);
+    p.resolve({ rsp, data });
+  }
+
+  private failAll(e: Error): void {
+    if (!this.closedError) this.closedError = e;
+    for (const p of this.pending.values()) p.reject(this.closedError);
+    this.pending.clear();
+  }
+
+  /** Sends a raw header (its id is overwritten) and optional payload; resolves with the reply. */
+  send(header: Buffer, payload?: Buffer): Promise<Reply> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    const id = this.nextId;
+    this.nextId = (this.nextId + 1) >>> 0 || 1;
+    header.writeUInt32LE(id, 8);
+    return new Promise<Reply>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      if (payload && payload.length) {
+        this.sock.cork();
+        this.sock.write(header);
+        this.sock.write(payload);
+        this.sock.uncork();
+      } else {
+        this.sock.write(header);
+      }
+    });
+  }
+
+  close(): void {
+    this.sock.end();
+    this.sock.destroy();
+  }
+
+  // ------------------------------------------------------------ object I/O
+
+  private objHeader(opcode: number, flags: number, oid: bigint, len: number, offset: number, cowOid = 0n): Buffer {
+    const r: ObjReq = {
+      protoVer: 0, opcode, flags, epoch: 0, id: 0, dataLength: len,
+      oid, cowOid, copies: 0, copyPolicy: 0, ecIndex: 0, tgtEpoch: 0, offset: BigInt(offset),
+    };
+    return encodeObjReq(r);
+  }
+
+  async readObj(oid: bigint, offset: number, length: number): Promise<Buffer> {
+    const { rsp, data } = await this.send(this.objHeader(Op.READ_OBJ, 0, oid, length, offset));
+    check(rsp);
+    return data;
+  }
+
+  async writeObj(oid: bigint, offset: number, data: Buffer): Promise<void> {
+    const { rsp } = await this.send(this.objHeader(Op.WRITE_OBJ, Flag.CMD_WRITE, oid, data.length, offset), data);
+    check(rsp);
+  }
+
+  async createAndWriteObj(oid: bigint, offset: number, data: Buffer, cowOid = 0n): Promise<void> {
+    const flags = Flag.CMD_WRITE | (cowOid ? Flag.CMD_COW : 0);
+    const { rsp } = await this.send(this.objHeader(Op.CREATE_AND_WRITE_OBJ, flags, oid, data.length, offset, cowOid), data);
+    check(rsp);
+  }
+
+  async discardObj(oid: bigint): Promise<void> {
+    const { rsp } = await this.send(this.objHeader(Op.DISCARD_OBJ, 0, oid, 0, 0));
+    check(rsp);
+  }
+
+  async flushVdi(vid: number): Promise<void> {
+    const { rsp } = await this.send(this.objHeader(Op.FLUSH_VDI, 0, (1n << 63n) | (BigInt(vid) << 32n), 0, 0));
+    check(rsp);
+  }
+
+  // ------------------------------------------------------------ VDI operations
+
+  private vdiHeader(opcode: number, len: number, f: Partial<VdiReq>): Buffer {
+    return encodeVdiReq({
+      protoVer: f.protoVer ?? 0, opcode, flags: len ? Flag.CMD_WRITE : 0, epoch: 0, id: 0, dataLength: len,
+      vdiSize: f.vdiSize ?? 0n, baseVdiId: f.baseVdiId ?? 0, copies: f.copies ?? 0, copyPolicy: f.copyPolicy ?? 0,
+      storePolicy: f.storePolicy ?? 0, blockSizeShift: f.blockSizeShift ?? 0, snapid: f.snapid ?? 0, type: f.type ?? 0,
+    });
+  }
+
+  /** NEW_VDI: create (base 0), snapshot (snapshot=true, base = current vid) or clone (base = snapshot vid). */
+  async newVdi(name: string, size: bigint, opts: { baseVdiId?: number; snapshot?: boolean; copies?: number; copyPolicy?: number; blockSizeShift?: number } = {}): Promise<number> {
+    const payload = encodeNameTag(name);
+    const { rsp } = await this.send(this.vdiHeader(Op.NEW_VDI, payload.length, {
+      vdiSize: size, baseVdiId: opts.baseVdiId ?? 0, snapid: opts.snapshot ? 1 : 0,
+      copies: opts.copies ?? 0, copyPolicy: opts.copyPolicy ?? 0, blockSizeShift: opts.blockSizeShift ?? 0,
+    }), payload);
+    check(rsp);
+    return rsp.vdiId;
+  }
+
+  async lockVdi(name: string, tag = '', snapid = 0, shared = false): Promise<number> {
+    const payload = encodeNameTag(name, tag);
+    const { rsp } = await this.send(this.vdiHeader(Op.LOCK_VDI, payload.length, { protoVer: 1, snapid, type: shared ? 1 : 0 }), payload);
+    check(rsp);
+    return rsp.vdiId;
+  }
+
+  async releaseVdi(name: string, vid: number): Promise<void> {
+    const payload = Buffer.concat([Buffer.from(name, 'utf8'), Buffer.alloc(1)]);
+    const { rsp } = await this.send(this.vdiHeader(Op.RELEASE_VDI, payload.length, { baseVdiId: vid }), payload);
+    check(rsp);
+  }
+
+  async getVdiInfo(name: string, tag = '', snapid = 0): Promise<number> {
+    const payload = encodeNameTag(name, tag);
+    const { rsp } = await this.send(this.vdiHeader(Op.GET_VDI_INFO, payload.length, { protoVer: 1, snapid }), payload);
+    check(rsp);
+    return rsp.vdiId;
+  }
+
+  async delVdi(name: string, tag = '', snapid = 0): Promise<number> {
+    const payload = encodeNameTag(name, tag);
+    const { rsp } = await this.send(this.vdiHeader(Op.DEL_VDI, payload.length, { snapid }), payload);
+    check(rsp);
+    return rsp.vdiId;
+  }
+
+  async readVdis(): Promise<Buffer> {
+    const h = encodePlainReq({ protoVer: 0, opcode: Op.READ_VDIS, flags: 0, epoch: 0, id: 0, dataLength: (1 << 24) / 8 });
+    const { rsp, data } = await this.send(h);
+    check(rsp);
+    return data;
+  }
+
+  async getClusterDefault(): Promise<{ nrCopies: number; copyPolicy: number; blockSizeShift: number }> {
+    const h = encodePlainReq({ protoVer: 1, opcode: Op.GET_CLUSTER_DEFAULT, flags: 0, epoch: 0, id: 0, dataLength: 0 });
+    const { rsp } = await this.send(h);
+    check(rsp);
+    return { nrCopies: rsp.defNrCopies, copyPolicy: rsp.defCopyPolicy, blockSizeShift: rsp.defBlockSizeShift };
+  }
+
+  // ------------------------------------------------------------ internal ops (msgpack payloads)
+
+  /** Sends an internal op with a msgpack argument; decodes a msgpack reply (if any). */
+  async control<T>(opcode: number, arg?: unknown, replyLimit = 16 * 1024 * 1024): Promise<T> {
+    const payload = arg === undefined ? undefined : pack(arg);
+    const h = encodePlainReq({
+      protoVer: 0, opcode, flags: payload ? Flag.CMD_WRITE : 0, epoch: 0, id: 0,
+      dataLength: payload ? payload.length : replyLimit,
+    });
+    const { rsp, data } = await this.send(h, payload);
+    check(rsp);
+    return (data.length ? unpack(data) : undefined) as T;
+  }
+}
+
+/** Throws an SdError carrying the result when a reply is not SUCCESS. */
+export function check(rsp: Rsp): void {
+  if (rsp.result !== Res.SUCCESS) throw new SdError(rsp.result);
+}
+
+export { SD_HEADER_SIZE };

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# --setup-cmd for ../shared/conformance/replay.mjs: restart one sheep on a fresh store, format it
+# as the trace's setup asks (SD_FORMATTED, SD_COPIES, SD_LOCK). Uses CONF_DIR for state.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+dir=${CONF_DIR:?CONF_DIR must be set}
+if [ -f "$dir/sheep.pid" ]; then
+  pid=$(cat "$dir/sheep.pid")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+fi
+rm -rf "$dir/store"
+mkdir -p "$dir"
+node "$root/dist/sheep/main.js" -p "$SD_PORT" -b "$SD_HOST" -P "$dir/sheep.pid" "$dir/store"
+if [ "$SD_FORMATTED" = 1 ]; then
+  args=(cluster format --copies="$SD_COPIES" -a "$SD_HOST" -p "$SD_PORT")
+  [ "$SD_LOCK" = 1 ] && args+=(--lock)
+  node "$root/dist/collie/main.js" "${args[@]}" >/dev/null
+fi

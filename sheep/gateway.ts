@@ -1,0 +1,33 @@
+// The gateway routes object I/O to the nodes that hold an object's replicas. This release runs
+// single-node clusters, so every replica is this node's store; the interface is what the VDI
+// layer and the op table use, so multi-node routing slots in here.
+
+import type { ObjectStore } from './store.js';
+
+export class Gateway {
+  constructor(private readonly store: ObjectStore, private readonly epoch: () => number) {}
+
+  read(oid: bigint, offset: number, length: number): Promise<Buffer> {
+    return this.store.read(oid, offset, length);
+  }
+
+  write(oid: bigint, offset: number, data: Buffer): Promise<void> {
+    return this.store.write(oid, offset, data, this.epoch());
+  }
+
+  create(oid: bigint, offset: number, data: Buffer, cowFrom?: bigint): Promise<void> {
+    return this.store.create(oid, offset, data, this.epoch(), cowFrom);
+  }
+
+  remove(oid: bigint): Promise<boolean> {
+    return this.store.remove(oid);
+  }
+
+  exists(oid: bigint): Promise<boolean> {
+    return this.store.exists(oid);
+  }
+
+  flushVdi(vid: number): Promise<void> {
+    return this.store.flushVdi(vid);
+  }
+}

@@ -1,0 +1,178 @@
+#!/usr/bin/env node
+// sheep: the storage daemon. Parses options, takes the store, joins the cluster, serves clients.
+
+process.env.UV_THREADPOOL_SIZE ??= '16'; // object I/O runs on libuv's pool: 4 threads starve it
+
+import fs from 'node:fs/promises';
+import { constants as fsc } from 'node:fs';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { createLogger, LOG_LEVELS, type Logger } from './log.js';
+import { ObjectStore } from './store.js';
+import { System } from './system.js';
+import { Listener } from './listener.js';
+import { createDriver } from './cluster/local.js';
+import type { NodeInfo } from './cluster/driver.js';
+
+export const VERSION = '0.1.0';
+
+interface SheepOptions {
+  port: number;
+  bindaddr?: string;
+  myaddr?: string;
+  socket?: string;
+  foreground: boolean;
+  pidfile?: string;
+  logLevel: string;
+  cluster: string;
+  zone?: number;
+  vnodes: number;
+}
+
+function intArg(min: number, max: number) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`must be an integer ${min}..${max}`);
+    return n;
+  };
+}
+
+function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
+  const program = new Command('sheep')
+    .description('Sheepdog storage daemon: stores objects in DIR and serves the sheepdog protocol (QEMU, collie)')
+    .version(`Sheepdog daemon version ${VERSION}`, '-v, --version', 'show the version')
+    .argument('[DIR]', 'store directory (needs user xattrs)', '/var/lib/sheepdog')
+    .option('-p, --port <port>', 'TCP port to listen on', intArg(1, 65535), 7000)
+    .option('-b, --bindaddr <addr>', 'IP address to listen on (default: all)')
+    .option('-y, --myaddr <addr>', 'address advertised to other sheep (default: bindaddr or 127.0.0.1)')
+    .option('--socket <path>', 'also listen on this Unix socket (for sheepdog+unix:// URIs)')
+    .option('-f, --foreground', 'stay in the foreground and log to stderr too', false)
+    .option('-P, --pidfile <file>', 'write the daemon pid to this file')
+    .addOption(new Option('-l, --log-level <level>', 'log level').choices([...LOG_LEVELS]).default('info'))
+    .addOption(new Option('-c, --cluster <driver>', 'cluster driver').choices(['local']).default('local'))
+    .option('-z, --zone <zone>', 'zone id: replicas go to distinct zones', intArg(0, 2 ** 32 - 1))
+    .option('-V, --vnodes <n>', 'virtual nodes on the placement ring', intArg(1, 65535), 64)
+    .showHelpAfterError()
+    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 64));
+  program.parse(argv, { from: 'user' });
+  return { dir: path.resolve(program.args[0] ?? '/var/lib/sheepdog'), opts: program.opts<SheepOptions>() };
+}
+
+/** One daemon per store: DIR/lock holds the owner's pid; a lock whose pid is gone is stale. */
+async function takeStoreLock(dir: string): Promise<string> {
+  const file = path.join(dir, 'lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fh = await fs.open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
+      await fh.writeFile(`${process.pid}\n`);
+      await fh.close();
+      return file;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number((await fs.readFile(file, 'utf8').catch(() => '')).trim());
+      if (pid && pid !== process.pid && alive(pid)) {
+        throw new Error(`${dir} is already used by a running sheep (pid ${pid})`);
+      }
+      await fs.rm(file, { force: true });
+    }
+  }
+  throw new Error(`cannot take the store lock ${file}`);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function run(dir: string, o: SheepOptions, ready: (err?: string) => void): Promise<void> {
+  await fs.mkdir(dir, { recursive: true });
+  await ObjectStore.checkXattrSupport(dir);
+  const lockFile = await takeStoreLock(dir);
+  const log: Logger = createLogger(dir, o.logLevel, o.foreground);
+  const host = o.myaddr ?? (o.bindaddr && o.bindaddr !== '0.0.0.0' ? o.bindaddr : '127.0.0.1');
+  const parts: { listener?: Listener; store?: ObjectStore } = {};
+  let stopping = false;
+  const stop = async (why: string, code = 0) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ why }, 'sheep stopping');
+    try {
+      await parts.listener?.close();
+      await parts.store?.flushAll();
+      await parts.store?.close();
+    } catch (e) {
+      log.error({ err: e }, 'error while stopping');
+      code = code || 1;
+    }
+    await fs.rm(lockFile, { force: true });
+    if (o.pidfile) await fs.rm(o.pidfile, { force: true });
+    log.flush();
+    setTimeout(() => process.exit(code), 50);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('uncaughtException', (e) => {
+    log.fatal({ err: e }, 'uncaught exception');
+    void stop('uncaught exception', 1);
+  });
+
+  const store = await ObjectStore.open(dir, log);
+  parts.store = store;
+  const port = o.port;
+  const me: NodeInfo = { nid: `${host}:${port}`, host, port, zone: o.zone ?? 0, vnodes: o.vnodes };
+  const sys = new System(dir, me, store, createDriver(o.cluster), log);
+  sys.onShutdown = () => void stop('cluster shutdown');
+  await sys.start();
+  const l = new Listener(sys, log);
+  parts.listener = l;
+  const bound = await l.listenTcp(o.bindaddr, port);
+  if (o.socket) await l.listenUnix(o.socket);
+  if (o.pidfile) await fs.writeFile(o.pidfile, `${process.pid}\n`);
+  log.info({ dir, port: bound, driver: o.cluster, status: sys.status, epoch: sys.epoch }, 'sheep started');
+  ready();
+}
+
+async function main(): Promise<void> {
+  const { dir, opts } = parseArgs(process.argv.slice(2));
+  const daemonChild = process.env.SHEEP_DAEMON_CHILD === '1';
+  if (!opts.foreground && !daemonChild) {
+    // daemonize: start a detached copy of ourselves and wait until it serves (or says why not)
+    const child = spawn(process.execPath, [...process.execArgv, process.argv[1], ...process.argv.slice(2)], {
+      detached: true,
+      stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+      env: { ...process.env, SHEEP_DAEMON_CHILD: '1' },
+    });
+    const verdict = await new Promise<string | null>((resolve) => {
+      child.once('message', (m: { error?: string }) => resolve(m?.error ?? null));
+      child.once('exit', (code) => resolve(`sheep exited during start-up (code ${code})`));
+    });
+    if (verdict) {
+      process.stderr.write(`sheep: ${verdict}\n`);
+      process.exit(1);
+    }
+    child.disconnect();
+    child.unref();
+    return;
+  }
+  const report = (err?: string) => {
+    if (daemonChild && process.send) {
+      process.send(err ? { error: err } : { ok: true });
+      if (!err) process.disconnect?.();
+    }
+  };
+  try {
+    await run(dir, opts, report);
+  } catch (e) {
+    const msg = (e as Error).message;
+    process.stderr.write(`sheep: ${msg}\n`);
+    report(msg);
+    process.exit(1);
+  }
+}
+
+void main();

@@ -1,0 +1,359 @@
+// The op table: every opcode sheep answers, with its kind and handler (like Sheepdog's sheep/ops.c).
+//   gateway: object I/O from clients, routed to the object's replicas
+//   peer:    object I/O on this node's own store (sheep-to-sheep)
+//   cluster: a decision ordered through the cluster driver and applied on every node
+//   local:   answered from this node's state
+
+import { pack, unpack } from 'msgpackr';
+import {
+  Op, Flag, Res, SdError, decodeObjReq, decodeVdiReq, decodeNameTag, type HeaderPrefix, type ObjReq,
+} from '../lib/proto.js';
+import { oidKind, oidToVid, dataOidToIdx, NR_VDIS, type OidKind } from '../lib/oid.js';
+import { SD_INODE_SIZE, objectCount, SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT } from '../lib/inode.js';
+import { SD_ATTR_OBJ_SIZE, vdiAttr, type AttrRequest } from './vdi-attr.js';
+import { STATUS_TEXT, type System } from './system.js';
+
+export type OpKind = 'gateway' | 'peer' | 'cluster' | 'local';
+
+export interface OpRequest {
+  prefix: HeaderPrefix;
+  hdr: Buffer;
+  /** the payload; present only when the request carried CMD_WRITE */
+  data: Buffer;
+}
+
+export interface OpReply {
+  result?: number;
+  data?: Buffer;
+  vdi?: { vdiId: number; attrId?: number; copies: number; blockSizeShift: number };
+  clusterDefault?: { nrCopies: number; copyPolicy: number; blockSizeShift: number };
+}
+
+export interface OpDef {
+  name: string;
+  kind: OpKind;
+  /** answered WAIT_FOR_FORMAT before the cluster is formatted */
+  needsFormat: boolean;
+  handler: (sys: System, req: OpRequest) => Promise<OpReply>;
+}
+
+/** Largest payload or read a single request may carry (a whole inode is 4,198,968 bytes). */
+export const MAX_DATA_LENGTH = 32 * 1024 * 1024;
+export const VMSTATE_OBJ_SIZE = 4 * 1024 * 1024;
+
+// ------------------------------------------------------------------ object I/O helpers
+
+function objectSize(sys: System, kind: OidKind, oid: bigint): number {
+  switch (kind) {
+    case 'inode':
+      return SD_INODE_SIZE;
+    case 'vmstate':
+      return VMSTATE_OBJ_SIZE;
+    case 'attr':
+      return SD_ATTR_OBJ_SIZE;
+    case 'data': {
+      const e = sys.vdis.get(oidToVid(oid));
+      return 2 ** (e ? e.blockSizeShift : sys.clusterDefaults.blockSizeShift);
+    }
+  }
+}
+
+interface CheckedObjReq extends ObjReq {
+  kind: OidKind;
+  off: number;
+}
+
+/** Validates an object request: known oid kind, range inside the object, payload as announced. */
+function checkObjReq(sys: System, req: OpRequest, write: boolean): CheckedObjReq {
+  const r = decodeObjReq(req.hdr);
+  const kind = oidKind(r.oid);
+  if (!kind) throw new SdError(Res.INVALID_PARMS, `malformed oid ${r.oid.toString(16)}`);
+  if (write && !(r.flags & Flag.CMD_WRITE)) throw new SdError(Res.INVALID_PARMS, 'write without CMD_WRITE payload');
+  if (r.dataLength > MAX_DATA_LENGTH) throw new SdError(Res.INVALID_PARMS, `data_length ${r.dataLength} over ${MAX_DATA_LENGTH}`);
+  const size = objectSize(sys, kind, r.oid);
+  if (r.offset > BigInt(size) || Number(r.offset) + r.dataLength > size) {
+    throw new SdError(Res.INVALID_PARMS, `range ${r.offset}+${r.dataLength} outside the ${size}-byte object`);
+  }
+  return { ...r, kind, off: Number(r.offset) };
+}
+
+/** Data objects exist only for blocks inside the VDI's size. */
+function checkDataIndex(sys: System, oid: bigint): void {
+  const e = sys.vdis.writable(oidToVid(oid));
+  if (dataOidToIdx(oid) >= objectCount(e.vdiSize, e.blockSizeShift)) {
+    throw new SdError(Res.INVALID_PARMS, `object index ${dataOidToIdx(oid)} beyond the VDI size`);
+  }
+}
+
+async function readObj(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = checkObjReq(sys, req, false);
+  return { data: await sys.gateway.read(r.oid, r.off, r.dataLength) };
+}
+
+async function writeObj(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = checkObjReq(sys, req, true);
+  const vid = oidToVid(r.oid);
+  switch (r.kind) {
+    case 'inode':
+      await sys.vdis.writeInode(vid, r.off, req.data);
+      break;
+    case 'data':
+      checkDataIndex(sys, r.oid);
+      await sys.gateway.write(r.oid, r.off, req.data);
+      break;
+    case 'vmstate':
+      sys.vdis.writable(vid);
+      await sys.gateway.write(r.oid, r.off, req.data);
+      break;
+    case 'attr':
+      await sys.gateway.write(r.oid, r.off, req.data);
+      break;
+  }
+  return {};
+}
+
+async function createAndWriteObj(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = checkObjReq(sys, req, true);
+  const vid = oidToVid(r.oid);
+  let cow: bigint | undefined;
+  switch (r.kind) {
+    case 'inode':
+      throw new SdError(Res.INVALID_PARMS, 'inode objects are created by NEW_VDI');
+    case 'data':
+      checkDataIndex(sys, r.oid);
+      if (r.flags & Flag.CMD_COW && r.cowOid !== 0n) {
+        if (oidKind(r.cowOid) !== 'data' || dataOidToIdx(r.cowOid) !== dataOidToIdx(r.oid)) {
+          throw new SdError(Res.INVALID_PARMS, 'copy-on-write source must be the same block of another VDI');
+        }
+        cow = r.cowOid;
+      }
+      break;
+    case 'vmstate':
+      sys.vdis.writable(vid);
+      break;
+    case 'attr':
+      break;
+  }
+  await sys.gateway.create(r.oid, r.off, req.data, cow);
+  return {};
+}
+
+async function removeObj(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = checkObjReq(sys, req, false);
+  if (r.kind === 'data' || r.kind === 'inode') {
+    throw new SdError(Res.INVALID_PARMS, 'data and inode objects are freed by DEL_VDI and DISCARD_OBJ');
+  }
+  if (!(await sys.gateway.remove(r.oid))) throw new SdError(Res.NO_OBJ);
+  return {};
+}
+
+async function discardObj(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = checkObjReq(sys, req, false);
+  if (r.kind !== 'data') throw new SdError(Res.INVALID_PARMS, 'DISCARD_OBJ takes a data object id');
+  await sys.vdis.discard(oidToVid(r.oid), dataOidToIdx(r.oid));
+  return {};
+}
+
+async function flushVdi(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = decodeObjReq(req.hdr);
+  await sys.gateway.flushVdi(oidToVid(r.oid));
+  return {};
+}
+
+// ------------------------------------------------------------------ VDI operations
+
+function vdiReply(e: { vdiId: number; nrCopies: number; blockSizeShift: number }): OpReply {
+  return { vdi: { vdiId: e.vdiId, copies: e.nrCopies, blockSizeShift: e.blockSizeShift } };
+}
+
+function nameTag(req: OpRequest): { name: string; tag: string } {
+  if (!req.data.length) throw new SdError(Res.INVALID_PARMS, 'missing VDI name payload');
+  return decodeNameTag(req.data);
+}
+
+async function newVdi(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = decodeVdiReq(req.hdr);
+  const { name } = nameTag(req);
+  const e = await sys.ordered(() => sys.vdis.create({
+    name, size: r.vdiSize, baseVid: r.baseVdiId, snapshot: r.snapid === 1 && r.baseVdiId !== 0,
+    copies: r.copies, copyPolicy: r.copyPolicy, blockSizeShift: r.blockSizeShift,
+  }, sys.clusterDefaults));
+  return vdiReply(e);
+}
+
+async function lockVdi(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = decodeVdiReq(req.hdr);
+  const { name, tag } = nameTag(req);
+  const enforce = sys.config?.lock ?? false;
+  return vdiReply(await sys.ordered(async () => sys.vdis.lock(name, tag, r.snapid, r.type === 1, enforce)));
+}
+
+async function releaseVdi(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = decodeVdiReq(req.hdr);
+  await sys.ordered(async () => sys.vdis.release(r.baseVdiId));
+  return {};
+}
+
+async function getVdiInfo(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = decodeVdiReq(req.hdr);
+  const { name, tag } = nameTag(req);
+  return vdiReply(sys.vdis.lookup(name, tag, r.snapid));
+}
+
+async function delVdi(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = decodeVdiReq(req.hdr);
+  const { name, tag } = nameTag(req);
+  const vid = await sys.ordered(() => sys.vdis.delete(name, tag, r.snapid));
+  return { vdi: { vdiId: vid, copies: 0, blockSizeShift: 0 } };
+}
+
+async function readVdis(sys: System, req: OpRequest): Promise<OpReply> {
+  const len = Math.min(req.prefix.dataLength, NR_VDIS / 8);
+  return { data: Buffer.from(sys.vdis.bitmap.subarray(0, len)) };
+}
+
+async function getClusterDefault(sys: System): Promise<OpReply> {
+  const d = sys.clusterDefaults;
+  return { clusterDefault: { nrCopies: d.copies, copyPolicy: d.copyPolicy, blockSizeShift: d.blockSizeShift } };
+}
+
+// ------------------------------------------------------------------ internal ops (msgpack payloads)
+
+function args<T>(req: OpRequest): T {
+  if (!req.data.length) throw new SdError(Res.INVALID_PARMS, 'missing arguments');
+  try {
+    return unpack(req.data) as T;
+  } catch {
+    throw new SdError(Res.INVALID_PARMS, 'malformed arguments');
+  }
+}
+
+function reply(v: unknown): OpReply {
+  return { data: pack(v) };
+}
+
+export interface MakeFsArgs {
+  copies: number;
+  copyPolicy?: number;
+  blockSizeShift?: number;
+  lock?: boolean;
+}
+
+async function makeFs(sys: System, req: OpRequest): Promise<OpReply> {
+  const a = args<MakeFsArgs>(req);
+  const copies = Number(a.copies);
+  const bss = Number(a.blockSizeShift ?? 22);
+  if (!Number.isInteger(copies) || copies < 1 || copies > 31) throw new SdError(Res.INVALID_PARMS, 'copies must be 1..31');
+  if (!Number.isInteger(bss) || bss < SD_MIN_BLOCK_SIZE_SHIFT || bss > SD_MAX_BLOCK_SIZE_SHIFT) {
+    throw new SdError(Res.INVALID_PARMS, `block size shift must be ${SD_MIN_BLOCK_SIZE_SHIFT}..${SD_MAX_BLOCK_SIZE_SHIFT}`);
+  }
+  await sys.ordered(() => sys.format({ copies, copyPolicy: 0, blockSizeShift: bss, lock: Boolean(a.lock) }));
+  return {};
+}
+
+async function shutdown(sys: System): Promise<OpReply> {
+  // answer first, then stop: the client must see SUCCESS
+  setImmediate(() => void sys.ordered(() => sys.shutdown()).catch((e) => sys.log.error({ err: e }, 'shutdown failed')));
+  return {};
+}
+
+export interface NodeListReply {
+  nodes: Array<{ nid: string; host: string; port: number; zone: number; vnodes: number }>;
+  me: string;
+}
+
+async function getNodeList(sys: System): Promise<OpReply> {
+  const r: NodeListReply = { nodes: sys.members, me: sys.me.nid };
+  return reply(r);
+}
+
+export interface StatSheepReply {
+  size: number;
+  used: number;
+  avail: number;
+  vdiSizeTotal: number;
+}
+
+async function statSheep(sys: System): Promise<OpReply> {
+  const d = await sys.diskStats();
+  let total = 0;
+  for (const v of sys.vdis.all()) if (!v.deleted && v.snapCtime === 0n) total += Number(v.vdiSize);
+  const r: StatSheepReply = { ...d, vdiSizeTotal: total };
+  return reply(r);
+}
+
+export interface StatClusterReply {
+  status: string;
+  statusText: string;
+  ctime: number;
+  epoch: number;
+  copies: number;
+  copyPolicy: number;
+  blockSizeShift: number;
+  lock: boolean;
+  nodes: number;
+  history: Array<{ epoch: number; time: number; nodes: Array<{ host: string; port: number; vnodes: number }> }>;
+}
+
+async function statCluster(sys: System): Promise<OpReply> {
+  const c = sys.config;
+  const r: StatClusterReply = {
+    status: sys.status,
+    statusText: STATUS_TEXT[sys.status],
+    ctime: c?.ctime ?? 0,
+    epoch: sys.epoch,
+    copies: c?.copies ?? 0,
+    copyPolicy: c?.copyPolicy ?? 0,
+    blockSizeShift: c?.blockSizeShift ?? 0,
+    lock: c?.lock ?? false,
+    nodes: sys.members.length,
+    history: c ? (await sys.epochHistory()).reverse() : [],
+  };
+  return reply(r);
+}
+
+async function getVdiAttr(sys: System, req: OpRequest): Promise<OpReply> {
+  const a = args<AttrRequest>(req);
+  return reply(await sys.ordered(() => vdiAttr(sys, a)));
+}
+
+async function lockList(sys: System): Promise<OpReply> {
+  return reply(sys.vdis.lockList());
+}
+
+async function lockForceRelease(sys: System, req: OpRequest): Promise<OpReply> {
+  const a = args<{ vid: number }>(req);
+  const done = await sys.ordered(async () => sys.vdis.forceRelease(Number(a.vid)));
+  if (!done) throw new SdError(Res.VDI_NOT_LOCKED);
+  return {};
+}
+
+// ------------------------------------------------------------------ the table
+
+const g = (name: string, handler: OpDef['handler']): OpDef => ({ name, kind: 'gateway', needsFormat: true, handler });
+const c = (name: string, handler: OpDef['handler'], needsFormat = true): OpDef => ({ name, kind: 'cluster', needsFormat, handler });
+const l = (name: string, handler: OpDef['handler'], needsFormat = true): OpDef => ({ name, kind: 'local', needsFormat, handler });
+
+export const OPS: ReadonlyMap<number, OpDef> = new Map<number, OpDef>([
+  [Op.CREATE_AND_WRITE_OBJ, g('CREATE_AND_WRITE_OBJ', createAndWriteObj)],
+  [Op.READ_OBJ, g('READ_OBJ', readObj)],
+  [Op.WRITE_OBJ, g('WRITE_OBJ', writeObj)],
+  [Op.REMOVE_OBJ, g('REMOVE_OBJ', removeObj)],
+  [Op.DISCARD_OBJ, g('DISCARD_OBJ', discardObj)],
+  [Op.FLUSH_VDI, g('FLUSH_VDI', flushVdi)],
+  [Op.NEW_VDI, c('NEW_VDI', newVdi)],
+  [Op.LOCK_VDI, c('LOCK_VDI', lockVdi)],
+  [Op.RELEASE_VDI, c('RELEASE_VDI', releaseVdi)],
+  [Op.DEL_VDI, c('DEL_VDI', delVdi)],
+  [Op.GET_VDI_INFO, l('GET_VDI_INFO', getVdiInfo)],
+  [Op.READ_VDIS, l('READ_VDIS', readVdis)],
+  [Op.GET_CLUSTER_DEFAULT, l('GET_CLUSTER_DEFAULT', getClusterDefault)],
+  [Op.MAKE_FS, c('MAKE_FS', makeFs, false)],
+  [Op.SHUTDOWN, c('SHUTDOWN', shutdown, false)],
+  [Op.GET_VDI_ATTR, c('GET_VDI_ATTR', getVdiAttr)],
+  [Op.LOCK_FORCE_RELEASE, c('LOCK_FORCE_RELEASE', lockForceRelease)],
+  [Op.GET_NODE_LIST, l('GET_NODE_LIST', getNodeList, false)],
+  [Op.STAT_SHEEP, l('STAT_SHEEP', statSheep)],
+  [Op.STAT_CLUSTER, l('STAT_CLUSTER', statCluster, false)],
+  [Op.LOCK_LIST, l('LOCK_LIST', lockList)],
+]);

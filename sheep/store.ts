@@ -1,0 +1,335 @@
+// The local object store (DESIGN.md §5): one sparse file per object under obj/, positional I/O,
+// the epoch of each object's last write in the xattr user.sheepdog.epoch.
+
+import fs from 'node:fs/promises';
+import { constants as fsc } from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { getAttribute, setAttribute } from 'fs-xattr';
+import { Res, SdError } from '../lib/proto.js';
+import { oidHex, oidToVid, parseOidHex } from '../lib/oid.js';
+import type { Logger } from './log.js';
+
+export const XATTR_EPOCH = 'user.sheepdog.epoch';
+
+/** Maps a failed fs call to the protocol result a client should see. */
+export function fsErrorResult(e: unknown): SdError {
+  if (e instanceof SdError) return e;
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOENT') return new SdError(Res.NO_OBJ);
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new SdError(Res.NO_SPACE);
+  return new SdError(Res.EIO, `I/O error: ${(e as Error)?.message ?? String(e)}`);
+}
+
+interface CachedFd {
+  fh: fs.FileHandle;
+  refs: number;
+  stale: boolean;
+}
+
+/** Keeps recently used object files open: small random I/O must not pay open+close each time. */
+class FdCache {
+  private readonly fds = new Map<bigint, CachedFd>();
+  constructor(private readonly limit: number) {}
+
+  async use<T>(oid: bigint, file: string, fn: (fh: fs.FileHandle) => Promise<T>): Promise<T> {
+    let e = this.fds.get(oid);
+    if (!e || e.stale) {
+      const fh = await fs.open(file, fsc.O_RDWR);
+      e = this.fds.get(oid);
+      if (e && !e.stale) await fh.close(); // another caller opened it meanwhile
+      else {
+        e = { fh, refs: 0, stale: false };
+        this.fds.set(oid, e);
+        this.trim();
+      }
+    } else {
+      // refresh LRU position
+      this.fds.delete(oid);
+      this.fds.set(oid, e);
+    }
+    e.refs++;
+    try {
+      return await fn(e.fh);
+    } finally {
+      e.refs--;
+      if (e.stale && e.refs === 0) await e.fh.close().catch(() => undefined);
+    }
+  }
+
+  /** Forgets the open file of an object that was replaced or removed. */
+  async drop(oid: bigint): Promise<void> {
+    const e = this.fds.get(oid);
+    if (!e) return;
+    this.fds.delete(oid);
+    e.stale = true;
+    if (e.refs === 0) await e.fh.close().catch(() => undefined);
+  }
+
+  private trim(): void {
+    for (const [oid, e] of this.fds) {
+      if (this.fds.size <= this.limit) break;
+      if (e.refs > 0) continue;
+      this.fds.delete(oid);
+      e.stale = true;
+      void e.fh.close().catch(() => undefined);
+    }
+  }
+
+  async closeAll(): Promise<void> {
+    const all = [...this.fds.values()];
+    this.fds.clear();
+    await Promise.all(all.map((e) => { e.stale = true; return e.refs === 0 ? e.fh.close().catch(() => undefined) : undefined; }));
+  }
+}
+
+export class ObjectStore {
+  readonly objDir: string;
+  readonly staleDir: string;
+  private readonly tmpDir: string;
+  private readonly fds = new FdCache(512);
+  /** Objects written since their last fdatasync, grouped by owning vid; FLUSH_VDI drains them. */
+  private readonly dirty = new Map<number, Set<bigint>>();
+  private dirDirty = false;
+  /** Epoch last recorded in each object's xattr, so writes in the same epoch skip the setxattr. */
+  private readonly lastEpoch = new Map<bigint, number>();
+
+  private constructor(readonly dir: string, private readonly log: Logger) {
+    this.objDir = path.join(dir, 'obj');
+    this.staleDir = path.join(this.objDir, '.stale');
+    this.tmpDir = path.join(this.objDir, '.tmp');
+  }
+
+  static async open(dir: string, log: Logger): Promise<ObjectStore> {
+    const s = new ObjectStore(dir, log);
+    await fs.mkdir(s.staleDir, { recursive: true });
+    await fs.rm(s.tmpDir, { recursive: true, force: true }); // half-written objects of a crash
+    await fs.mkdir(s.tmpDir, { recursive: true });
+    return s;
+  }
+
+  /** Refuses a store on a filesystem without user xattrs: object metadata lives there. */
+  static async checkXattrSupport(dir: string): Promise<void> {
+    const probe = path.join(dir, '.xattr-probe');
+    await fs.writeFile(probe, '');
+    try {
+      await setAttribute(probe, 'user.sheepdog.probe', Buffer.from([1]));
+      const v = await getAttribute(probe, 'user.sheepdog.probe');
+      if (v.length !== 1 || v[0] !== 1) throw new Error('xattr read back differs');
+    } catch (e) {
+      throw new Error(`${dir} does not support user extended attributes (${(e as Error).message}); ` +
+        'use a filesystem with user xattrs (ext4, xfs, btrfs, tmpfs) or mount it with -o user_xattr');
+    } finally {
+      await fs.rm(probe, { force: true });
+    }
+  }
+
+  pathOf(oid: bigint): string {
+    return path.join(this.objDir, oidHex(oid));
+  }
+
+  async exists(oid: bigint): Promise<boolean> {
+    try {
+      await fs.access(this.pathOf(oid));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Reads `length` bytes at `offset`; ranges never written read as zeros. */
+  async read(oid: bigint, offset: number, length: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(length);
+    try {
+      return await this.fds.use(oid, this.pathOf(oid), async (fh) => {
+        let done = 0;
+        while (done < length) {
+          const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
+          if (bytesRead === 0) break;
+          done += bytesRead;
+        }
+        if (done < length) buf.fill(0, done);
+        return buf;
+      });
+    } catch (e) {
+      throw fsErrorResult(e);
+    }
+  }
+
+  /** Positional write into an existing object. */
+  async write(oid: bigint, offset: number, data: Buffer, epoch: number): Promise<void> {
+    try {
+      await this.fds.use(oid, this.pathOf(oid), async (fh) => {
+        await writeAll(fh, data, offset);
+      });
+    } catch (e) {
+      throw fsErrorResult(e);
+    }
+    this.markDirty(oid);
+    if (this.lastEpoch.get(oid) !== epoch) {
+      // recovery picks the copy with the newest last-write epoch: keep the xattr current
+      await setAttribute(this.pathOf(oid), XATTR_EPOCH, epochBytes(epoch)).catch((e) => { throw fsErrorResult(e); });
+      this.rememberEpoch(oid, epoch);
+    }
+  }
+
+  private rememberEpoch(oid: bigint, epoch: number): void {
+    if (this.lastEpoch.size >= 65536) this.lastEpoch.clear(); // a cache: forgetting only costs a setxattr
+    this.lastEpoch.set(oid, epoch);
+  }
+
+  /**
+   * Creates (or replaces) an object atomically: the new content is built in obj/.tmp (a copy of
+   * `cowFrom` when given, else empty so unwritten ranges read as zeros), `data` is written at
+   * `offset`, and the file is renamed into place. A failure leaves nothing half-written behind.
+   */
+  async create(oid: bigint, offset: number, data: Buffer, epoch: number, cowFrom?: bigint): Promise<void> {
+    const tmp = path.join(this.tmpDir, `${oidHex(oid)}.${crypto.randomBytes(4).toString('hex')}`);
+    try {
+      if (cowFrom !== undefined) {
+        try {
+          await fs.copyFile(this.pathOf(cowFrom), tmp);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !(await this.exists(cowFrom))) {
+            throw new SdError(Res.NO_OBJ, `copy-on-write source ${oidHex(cowFrom)} does not exist`);
+          }
+          throw e;
+        }
+      }
+      const fh = await fs.open(tmp, fsc.O_RDWR | fsc.O_CREAT);
+      try {
+        if (data.length) await writeAll(fh, data, offset);
+      } finally {
+        await fh.close();
+      }
+      await setAttribute(tmp, XATTR_EPOCH, epochBytes(epoch));
+      await fs.rename(tmp, this.pathOf(oid));
+    } catch (e) {
+      await fs.rm(tmp, { force: true }).catch(() => undefined);
+      throw fsErrorResult(e);
+    }
+    await this.fds.drop(oid);
+    this.dirDirty = true;
+    this.markDirty(oid);
+    this.rememberEpoch(oid, epoch);
+  }
+
+  async remove(oid: bigint): Promise<boolean> {
+    await this.fds.drop(oid);
+    try {
+      await fs.unlink(this.pathOf(oid));
+      this.dirDirty = true;
+      for (const set of this.dirty.values()) set.delete(oid);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw fsErrorResult(e);
+    }
+  }
+
+  async epochOf(oid: bigint): Promise<number> {
+    try {
+      const b = await getAttribute(this.pathOf(oid), XATTR_EPOCH);
+      return b.length >= 4 ? b.readUInt32LE(0) : 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** Every object id in the store (files with 16 hex digit names). */
+  async list(): Promise<bigint[]> {
+    const names = await fs.readdir(this.objDir);
+    const out: bigint[] = [];
+    for (const n of names) {
+      const oid = parseOidHex(n);
+      if (oid !== null) out.push(oid);
+    }
+    return out;
+  }
+
+  /** Bytes the objects occupy on disk (allocated blocks, so sparse objects count what they use). */
+  async usedBytes(): Promise<number> {
+    let used = 0;
+    for (const oid of await this.list()) {
+      try {
+        const st = await fs.stat(this.pathOf(oid));
+        used += st.blocks * 512;
+      } catch { /* removed meanwhile */ }
+    }
+    return used;
+  }
+
+  private markDirty(oid: bigint): void {
+    const owner = oidToVid(oid);
+    let s = this.dirty.get(owner);
+    if (!s) this.dirty.set(owner, (s = new Set()));
+    s.add(oid);
+  }
+
+  /** Makes every write to objects of VDI `owner` durable (fdatasync), plus created/removed names. */
+  async flushVdi(owner: number): Promise<void> {
+    const set = this.dirty.get(owner);
+    this.dirty.delete(owner);
+    if (set) {
+      await Promise.all([...set].map((oid) => this.syncOne(oid)));
+    }
+    await this.syncDir();
+  }
+
+  /** Makes everything durable: used at shutdown and by FLUSH_NODES. */
+  async flushAll(): Promise<void> {
+    const owners = [...this.dirty.keys()];
+    for (const o of owners) await this.flushVdi(o);
+    await this.syncDir();
+  }
+
+  private async syncOne(oid: bigint): Promise<void> {
+    try {
+      await this.fds.use(oid, this.pathOf(oid), (fh) => fh.datasync());
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // removed since: nothing to keep
+      throw fsErrorResult(e);
+    }
+  }
+
+  private async syncDir(): Promise<void> {
+    if (!this.dirDirty) return;
+    this.dirDirty = false;
+    const fh = await fs.open(this.objDir, fsc.O_RDONLY);
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Removes every object (cluster format wipes the store). */
+  async wipe(): Promise<void> {
+    await this.fds.closeAll();
+    for (const oid of await this.list()) await fs.rm(this.pathOf(oid), { force: true });
+    await fs.rm(this.staleDir, { recursive: true, force: true });
+    await fs.mkdir(this.staleDir, { recursive: true });
+    this.dirty.clear();
+    this.dirDirty = true;
+    await this.syncDir();
+    this.log.info('store wiped');
+  }
+
+  async close(): Promise<void> {
+    await this.fds.closeAll();
+  }
+}
+
+async function writeAll(fh: fs.FileHandle, data: Buffer, offset: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await fh.write(data, done, data.length - done, offset + done);
+    done += bytesWritten;
+  }
+}
+
+function epochBytes(epoch: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(epoch >>> 0);
+  return b;
+}
