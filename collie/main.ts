@@ -42,6 +42,12 @@ function act<A extends unknown[]>(fn: (...a: A) => Promise<void>) {
   };
 }
 
+// `collie vdi read x | head` closes the pipe early: that is the reader's choice, not an error
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
+
 const program = new Command('collie')
   .description('Sheepdog administrator utility: manage the cluster, its nodes and virtual disk images (VDIs)')
   .version('0.1.0', '--version')

@@ -4,7 +4,16 @@
 
 import type { ObjectStore } from './store.js';
 
-export class Gateway {
+/** Object I/O as the VDI layer sees it: wherever the replicas are. */
+export interface ObjectIo {
+  read(oid: bigint, offset: number, length: number): Promise<Buffer>;
+  write(oid: bigint, offset: number, data: Buffer): Promise<void>;
+  create(oid: bigint, offset: number, data: Buffer, cowFrom?: bigint): Promise<void>;
+  remove(oid: bigint): Promise<boolean>;
+  exists(oid: bigint): Promise<boolean>;
+}
+
+export class Gateway implements ObjectIo {
   constructor(private readonly store: ObjectStore, private readonly epoch: () => number) {}
 
   read(oid: bigint, offset: number, length: number): Promise<Buffer> {

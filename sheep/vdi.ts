@@ -10,7 +10,7 @@ import {
   objectCount, maxVdiSize, mapEntryOffset, SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT, type InodeHeader,
 } from '../lib/inode.js';
 import { KeyedMutex } from './mutex.js';
-import type { Gateway } from './gateway.js';
+import type { ObjectIo } from './gateway.js';
 import type { Logger } from './log.js';
 
 export interface VdiEntry extends InodeHeader {
@@ -56,7 +56,7 @@ export class VdiTable {
   /** serialises read-modify-write of one inode (map updates, snapshot map copies, deletes) */
   private readonly inodeMutex = new KeyedMutex<number>();
 
-  constructor(private readonly gw: Gateway, private readonly log: Logger) {}
+  constructor(private readonly gw: ObjectIo, private readonly log: Logger) {}
 
   // ------------------------------------------------------------------ state
 

@@ -1,0 +1,149 @@
+// Test helpers: start real sheep processes on 127.0.0.1 with temp stores, run collie, clean up.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SheepClient } from '../../lib/client.js';
+import { Op } from '../../lib/proto.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const SHEEP = path.join(ROOT, 'dist/sheep/main.js');
+export const COLLIE = path.join(ROOT, 'dist/collie/main.js');
+export const SHARED = path.resolve(ROOT, '../shared');
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+export async function tempDir(prefix = 'sheep-test-'): Promise<string> {
+  return fs.mkdtemp(path.join(os.tmpdir(), prefix));
+}
+
+export async function waitForPort(port: number, ms = 15000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port });
+      s.once('connect', () => { s.destroy(); resolve(true); });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`port ${port} did not open within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export class SheepProcess {
+  proc: ChildProcess | null = null;
+  stderr = '';
+
+  constructor(readonly dir: string, readonly port: number, readonly extraArgs: string[] = []) {}
+
+  async start(): Promise<this> {
+    this.stderr = '';
+    const p = spawn(process.execPath, [SHEEP, '-f', '-l', 'warn', '-p', String(this.port), '-b', '127.0.0.1', ...this.extraArgs, this.dir], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    p.stderr!.on('data', (d: Buffer) => { this.stderr += d.toString(); });
+    this.proc = p;
+    const exited = new Promise<never>((_, reject) => p.once('exit', (code) => reject(new Error(`sheep exited with ${code}: ${this.stderr}`))));
+    await Promise.race([waitForPort(this.port), exited]);
+    return this;
+  }
+
+  get pid(): number {
+    return this.proc?.pid ?? 0;
+  }
+
+  client(): Promise<SheepClient> {
+    return SheepClient.connect({ port: this.port });
+  }
+
+  /** Graceful stop (SIGTERM), bounded: SIGKILL after 10 s. */
+  async stop(): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const done = new Promise<void>((r) => p.once('exit', () => r()));
+    p.kill('SIGTERM');
+    const t = setTimeout(() => p.kill('SIGKILL'), 10000);
+    await done;
+    clearTimeout(t);
+    this.proc = null;
+  }
+
+  async kill9(): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const done = new Promise<void>((r) => p.once('exit', () => r()));
+    p.kill('SIGKILL');
+    await done;
+    this.proc = null;
+  }
+
+  get alive(): boolean {
+    return !!this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+}
+
+/** A fresh store with one running sheep; formatted unless `format` is false. */
+export async function startSheep(opts: { copies?: number; lock?: boolean; format?: boolean; args?: string[] } = {}): Promise<SheepProcess> {
+  const dir = await tempDir();
+  const s = await new SheepProcess(dir, await freePort(), opts.args).start();
+  if (opts.format !== false) {
+    const c = await s.client();
+    try {
+      await c.control(Op.MAKE_FS, { copies: opts.copies ?? 1, lock: opts.lock ?? false });
+    } finally {
+      c.close();
+    }
+  }
+  return s;
+}
+
+export async function destroySheep(s: SheepProcess): Promise<void> {
+  await s.stop();
+  await fs.rm(s.dir, { recursive: true, force: true });
+}
+
+export interface RunResult {
+  code: number;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/** Runs collie (or any node script) with optional stdin, bounded in time. */
+export function run(cmd: string, args: string[], input?: Buffer | string | { file: string }, timeoutMs = 120000): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    p.stdout.on('data', (d: Buffer) => out.push(d));
+    p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    const t = setTimeout(() => { p.kill('SIGKILL'); reject(new Error(`${cmd} ${args.join(' ')} timed out`)); }, timeoutMs);
+    p.on('error', reject);
+    p.on('close', (code) => {
+      clearTimeout(t);
+      resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr: err });
+    });
+    p.stdin.on('error', () => undefined);
+    if (input && typeof input === 'object' && 'file' in input) {
+      void import('node:fs').then((f) => f.createReadStream(input.file).pipe(p.stdin));
+    } else {
+      p.stdin.end(input ?? '');
+    }
+  });
+}
+
+export function collie(port: number, args: string[], input?: Buffer | string | { file: string }): Promise<RunResult> {
+  return run(process.execPath, [COLLIE, ...args, '-a', '127.0.0.1', '-p', String(port)], input);
+}
