@@ -96,11 +96,12 @@ conn(vdi.command('read').description('read data from an image to stdout').argume
 conn(vdi.command('write').description('write data from stdin to an image').argument('<vdiname>').argument('[offset]').argument('[len]'))
   .action(act(async (name: string, off: string | undefined, len: string | undefined, o: Opts) =>
     vdiWrite(name, off === undefined ? 0 : sizeArg(off), len === undefined ? undefined : sizeArg(len), o)));
-conn(vdi.command('object').description('show where the objects of an image are (location) or its object map (map)')
-  .argument('<subcommand>', 'location or map').argument('<vdiname>'))
+conn(vdi.command('object').description('show which nodes hold an object of an image (location, the default) or its object map (map)')
+  .argument('<subcommand|vdiname>', 'location or map; may be left out (location)').argument('[vdiname]'))
   .option('-i, --index <idx>', 'data object index (default: the inode object)', intArg(0, 2 ** 31))
   .option('-s, --snapshot <id|tag>', 'a snapshot instead of the working VDI')
-  .action(act(async (sub: string, name: string, o: Opts) => {
+  .action(act(async (first: string, second: string | undefined, o: Opts) => {
+    const [sub, name] = second === undefined ? ['location', first] : [first, second];
     if (sub !== 'location' && sub !== 'map') throw new CliError(`unknown subcommand '${sub}': use location or map`, EXIT_USAGE);
     await vdiObject(sub, name, { ...o, index: o.index as number | undefined, snapshot: o.snapshot as string | undefined });
   }));

@@ -5,4 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 [ -d ../shared/conformance ] || { echo "test: ../shared/conformance is missing (the shared/ folder must sit beside the repo)" >&2; exit 1; }
-exec node --test --test-concurrency=1 --test-reporter=spec dist/test/unit/ dist/test/integration/
+tap=$(mktemp)
+trap 'rm -f "$tap"' EXIT
+status=0
+node --test --test-concurrency=1 \
+  --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=tap --test-reporter-destination="$tap" \
+  dist/test/unit/ dist/test/integration/ || status=$?
+pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$tap" | tail -1)
+fail=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$tap" | tail -1)
+skip=$(sed -n 's/^# skipped \([0-9]*\)$/\1/p' "$tap" | tail -1)
+echo "${pass:-0} passed, ${fail:-0} failed, ${skip:-0} skipped"
+exit "$status"

@@ -75,6 +75,8 @@ test('vdi list shows size, the used space and the VDI id', async () => {
 test('vdi object shows where an object lives and the map', async () => {
   const loc = (await collie(sheep.port, ['vdi', 'object', 'location', 'disk', '-i', '3'])).stdout.toString();
   assert.match(loc, /^Looking for the object [0-9a-f]{8}00000003 \(vid 0x[0-9a-f]+ idx 3, 1 copies\) with 1 nodes\n\n127\.0\.0\.1:\d+ has the object\n/);
+  const short = (await collie(sheep.port, ['vdi', 'object', 'disk', '-i', '3'])).stdout.toString();
+  assert.equal(short, loc, 'location is the default subcommand');
   const unalloc = (await collie(sheep.port, ['vdi', 'object', 'location', 'disk', '-i', '60'])).stdout.toString();
   assert.match(unalloc, /idx 60 is not allocated/);
   const map = (await collie(sheep.port, ['vdi', 'object', 'map', 'disk'])).stdout.toString().split('\n');

@@ -139,3 +139,14 @@ test('FLUSH_VDI answers SUCCESS once the writes are durable', async () => {
   await v.write(0, fill(4096, 9));
   await c.flushVdi(vid);
 });
+
+test('DISCARD_OBJ clears the map entry, frees the object, and the block reads as zeros', async () => {
+  const vid = await c.newVdi('discard', BigInt(8 * MB));
+  let v = await OpenVdi.open(c, vid);
+  await v.write(4 * MB, fill(4096, 0x66));
+  await c.discardObj(vidToDataOid(vid, 1));
+  v = await OpenVdi.open(c, vid);
+  assert.equal(v.map[1], 0);
+  assert.deepEqual(await v.read(4 * MB, 4096), fill(4096, 0));
+  await assert.rejects(c.readObj(vidToDataOid(vid, 1), 0, 16), (e: SdError) => e.result === Res.NO_OBJ);
+});
