@@ -6,6 +6,9 @@ import { CliError, EXIT_FAILURE, EXIT_USAGE, sizeArg } from './common.js';
 import { clusterFormat, clusterInfo, clusterShutdown } from './cluster.js';
 import { nodeListCmd, nodeInfoCmd } from './node.js';
 import { vdiCreate, vdiList, vdiDelete, vdiRead, vdiWrite, vdiObject } from './vdi.js';
+import { vdiSnapshot, vdiClone, vdiRollback, vdiResize, vdiTree, vdiGraph } from './vdi-family.js';
+import { vdiSetattr, vdiGetattr, vdiLockList, vdiLockUnlock, vdiCheck } from './vdi-admin.js';
+import { vdiBackup, vdiRestore } from './backup.js';
 
 function intArg(min: number, max: number) {
   return (v: string): number => {
@@ -106,7 +109,53 @@ conn(vdi.command('object').description('show which nodes hold an object of an im
     await vdiObject(sub, name, { ...o, index: o.index as number | undefined, snapshot: o.snapshot as string | undefined });
   }));
 
-for (const c of [program, cluster, node, vdi, ...cluster.commands, ...node.commands, ...vdi.commands]) {
+conn(vdi.command('snapshot').description('create a snapshot: the VDI as it is now, kept read-only').argument('<vdiname>'), true)
+  .option('-s, --snapshot <tag>', 'tag for the snapshot')
+  .option('-v, --verbose', 'print the new ids', false)
+  .action(act(async (name: string, o: Opts) => vdiSnapshot(name, { ...o, snapshot: o.snapshot as string | undefined, verbose: Boolean(o.verbose) })));
+conn(vdi.command('clone').description('clone a snapshot into a new writable VDI that shares its objects').argument('<src>').argument('<dst>'))
+  .option('-s, --snapshot <id|tag>', 'the snapshot of SRC to clone (required)')
+  .option('-P, --prealloc', 'allocate every object of the clone now', false)
+  .option('-n, --no-share', 'full copy: an independent VDI with its own objects and no parent')
+  .action(act(async (src: string, dst: string, o: Opts) => vdiClone(src, dst, {
+    ...o, snapshot: o.snapshot as string | undefined, prealloc: Boolean(o.prealloc), full: o.share === false,
+  })));
+conn(vdi.command('rollback').description('discard the changes since a snapshot: the VDI reads as the snapshot again').argument('<vdiname>'), true)
+  .option('-s, --snapshot <id|tag>', 'the snapshot to roll back to (required)')
+  .option('-f, --force', 'do not ask for confirmation', false)
+  .option('-v, --verbose', 'print the new VDI id', false)
+  .action(act(async (name: string, o: Opts) => vdiRollback(name, { ...o, snapshot: o.snapshot as string | undefined, force: Boolean(o.force), verbose: Boolean(o.verbose) })));
+conn(vdi.command('resize').description('grow a VDI (shrinking is refused)').argument('<vdiname>').argument('<size>'))
+  .action(act(async (name: string, size: string, o: Opts) => vdiResize(name, sizeArg(size), o)));
+conn(vdi.command('tree').description('show VDIs as family trees: snapshots, clones, (You Are Here)'))
+  .action(act(async (o: Opts) => vdiTree(o)));
+conn(vdi.command('graph').description('print the VDI family as a Graphviz dot graph'))
+  .action(act(async (o: Opts) => vdiGraph(o)));
+conn(vdi.command('setattr').description('set a VDI attribute (value from stdin when left out)').argument('<vdiname>').argument('<key>').argument('[value]'))
+  .option('-d, --delete', 'delete the attribute', false)
+  .option('-x, --exclusive', 'fail (exit 3) if the attribute exists', false)
+  .action(act(async (name: string, key: string, value: string | undefined, o: Opts) =>
+    vdiSetattr(name, key, value, { ...o, delete: Boolean(o.delete), exclusive: Boolean(o.exclusive) })));
+conn(vdi.command('getattr').description('print a VDI attribute (exit 5 when missing)').argument('<vdiname>').argument('<key>'))
+  .action(act(async (name: string, key: string, o: Opts) => vdiGetattr(name, key, o)));
+const lock = vdi.command('lock').description('VDI locks: list, unlock');
+conn(lock.command('list').description('list locked VDIs'), true).action(act(async (o: Opts) => vdiLockList(o)));
+conn(lock.command('unlock').description('release a lock left by a dead client').argument('<vdiname>'))
+  .option('-s, --snapshot <id|tag>', 'a snapshot instead of the working VDI')
+  .action(act(async (name: string, o: Opts) => vdiLockUnlock(name, { ...o, snapshot: o.snapshot as string | undefined })));
+conn(vdi.command('check').description("check that every object of an image is present on its nodes; repair where a replica is left").argument('<vdiname>'))
+  .option('-s, --snapshot <id|tag>', 'check a snapshot')
+  .option('-e, --exist', 'only report missing objects, repair nothing', false)
+  .action(act(async (name: string, o: Opts) => vdiCheck(name, { ...o, snapshot: o.snapshot as string | undefined, exist: Boolean(o.exist) })));
+conn(vdi.command('backup').description('write the blocks that changed between snapshots -F and -s (or all of -s) to stdout').argument('<vdiname>'))
+  .option('-s, --snapshot <id|tag>', 'the newer snapshot (required)')
+  .option('-F, --from <id|tag>', 'the older snapshot: a differential backup')
+  .action(act(async (name: string, o: Opts) => vdiBackup(name, { ...o, snapshot: o.snapshot as string | undefined, from: o.from as string | undefined })));
+conn(vdi.command('restore').description('apply a backup from stdin: onto snapshot -s of VDI (differential) or into a new VDI (full)').argument('<vdiname>'))
+  .option('-s, --snapshot <id|tag>', 'the base snapshot the differential backup was taken from')
+  .action(act(async (name: string, o: Opts) => vdiRestore(name, { ...o, snapshot: o.snapshot as string | undefined })));
+
+for (const c of [program, cluster, node, vdi, ...cluster.commands, ...node.commands, ...vdi.commands, ...lock.commands]) {
   c.exitOverride((err) => {
     process.exit(err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0 ? 0 : EXIT_USAGE);
   });

@@ -8,6 +8,7 @@ need_apt=()
 command -v qemu-img >/dev/null 2>&1 || need_apt+=(qemu-utils)
 command -v nbdinfo >/dev/null 2>&1 || need_apt+=(libnbd-bin)
 command -v setfattr >/dev/null 2>&1 || need_apt+=(attr)
+command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)          # tests render `collie vdi graph`
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++ make python3)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -87,6 +87,11 @@ function checkDataIndex(sys: System, oid: bigint): void {
 
 async function readObj(sys: System, req: OpRequest): Promise<OpReply> {
   const r = checkObjReq(sys, req, false);
+  if (r.dataLength === 0) {
+    // an existence probe (collie vdi object/check): ask the filesystem, not a cached descriptor
+    if (!(await sys.gateway.exists(r.oid))) throw new SdError(Res.NO_OBJ);
+    return {};
+  }
   return { data: await sys.gateway.read(r.oid, r.off, r.dataLength) };
 }
 
@@ -185,7 +190,7 @@ async function lockVdi(sys: System, req: OpRequest): Promise<OpReply> {
   const r = decodeVdiReq(req.hdr);
   const { name, tag } = nameTag(req);
   const enforce = sys.config?.lock ?? false;
-  return vdiReply(await sys.ordered(async () => sys.vdis.lock(name, tag, r.snapid, r.type === 1, enforce)));
+  return vdiReply(await sys.ordered(async () => sys.vdis.lock(name, tag, r.snapid, r.type === 1, enforce, sys.me.nid)));
 }
 
 async function releaseVdi(sys: System, req: OpRequest): Promise<OpReply> {

@@ -38,6 +38,8 @@ export interface ClusterDefaults {
 interface LockState {
   exclusive: boolean;
   holders: number;
+  /** nids of the sheep the lockers came through; dropped when such a node leaves */
+  owners: string[];
 }
 
 export interface LockInfo {
@@ -47,6 +49,7 @@ export interface LockInfo {
   snapId: number;
   exclusive: boolean;
   holders: number;
+  owners: string[];
 }
 
 export class VdiTable {
@@ -198,6 +201,9 @@ export class VdiTable {
     return this.inodeMutex.run(base.vdiId, async () => {
       // the client may have written the tag (and vm state fields) into the header just before
       const cur = decodeInodeHeader(await this.gw.read(vidToVdiOid(base.vdiId), 0, SD_INODE_HEADER_SIZE));
+      if (cur.tag && this.family(a.name).some((f) => f.snapCtime !== 0n && f.tag === cur.tag)) {
+        throw new SdError(Res.VDI_EXIST, `VDI '${a.name}' already has a snapshot tagged '${cur.tag}'`);
+      }
       const vid = this.allocateVid(a.name);
       const now = makeCtime();
       const hdr: InodeHeader = {
@@ -365,7 +371,7 @@ export class VdiTable {
   // ------------------------------------------------------------------ locks (cluster state)
 
   /** LOCK_VDI: resolves the VDI; takes a lock on working VDIs (enforced on --lock clusters). */
-  lock(name: string, tag: string, snapid: number, shared: boolean, enforce: boolean): VdiEntry {
+  lock(name: string, tag: string, snapid: number, shared: boolean, enforce: boolean, owner = ''): VdiEntry {
     const e = this.lookup(name, tag, snapid);
     if (e.snapCtime !== 0n) return e; // snapshots are read-only: nothing to protect
     const cur = this.locks.get(e.vdiId);
@@ -373,8 +379,9 @@ export class VdiTable {
     if (cur) {
       cur.holders++;
       cur.exclusive = cur.exclusive || !shared;
+      if (owner && !cur.owners.includes(owner)) cur.owners.push(owner);
     } else {
-      this.locks.set(e.vdiId, { exclusive: !shared, holders: 1 });
+      this.locks.set(e.vdiId, { exclusive: !shared, holders: 1, owners: owner ? [owner] : [] });
     }
     return e;
   }
@@ -394,7 +401,7 @@ export class VdiTable {
     const out: LockInfo[] = [];
     for (const [vid, l] of this.locks) {
       const e = this.vdis.get(vid);
-      if (e) out.push({ vid, name: e.name, tag: e.tag, snapId: e.snapId, exclusive: l.exclusive, holders: l.holders });
+      if (e) out.push({ vid, name: e.name, tag: e.tag, snapId: e.snapCtime !== 0n ? e.snapId : 0, exclusive: l.exclusive, holders: l.holders, owners: [...l.owners] });
     }
     return out;
   }

@@ -5,6 +5,7 @@ import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { SheepClient } from '../../lib/client.js';
 import { Op } from '../../lib/proto.js';
@@ -146,4 +147,19 @@ export function run(cmd: string, args: string[], input?: Buffer | string | { fil
 
 export function collie(port: number, args: string[], input?: Buffer | string | { file: string }): Promise<RunResult> {
   return run(process.execPath, [COLLIE, ...args, '-a', '127.0.0.1', '-p', String(port)], input);
+}
+
+/** Runs collie and hashes its stdout instead of keeping it (for whole-VDI reads). */
+export function collieHash(port: number, args: string[]): Promise<{ code: number; sha256: string; length: number; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [COLLIE, ...args, '-a', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const h = createHash('sha256');
+    let length = 0;
+    let err = '';
+    p.stdout.on('data', (d: Buffer) => { h.update(d); length += d.length; });
+    p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    const t = setTimeout(() => { p.kill('SIGKILL'); reject(new Error(`collie ${args.join(' ')} timed out`)); }, 300000);
+    p.on('error', reject);
+    p.on('close', (code) => { clearTimeout(t); resolve({ code: code ?? -1, sha256: h.digest('hex'), length, stderr: err }); });
+  });
 }

@@ -1,0 +1,142 @@
+// collie vdi setattr / getattr / lock / check.
+
+import { SheepClient } from '../lib/client.js';
+import { Op, Res, SdError } from '../lib/proto.js';
+import { OpenVdi } from '../lib/vdi-io.js';
+import { vidToVdiOid, vidToDataOid, oidHex } from '../lib/oid.js';
+import type { AttrReply } from '../sheep/vdi-attr.js';
+import type { LockInfo } from '../sheep/vdi.js';
+import { CliError, EXIT_EXISTS, EXIT_MISSING, EXIT_SYSFAIL, withClient, out, reason, snapshotSpec, padL, padR, type ConnOpts } from './common.js';
+import { nodeList } from './node.js';
+import { resolveVid } from './vdi-family.js';
+
+// ------------------------------------------------------------------ attributes
+
+async function readStdin(): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) parts.push(chunk);
+  return Buffer.concat(parts);
+}
+
+function attrError(e: unknown, key: string): CliError {
+  if (e instanceof SdError) {
+    if (e.result === Res.NO_VDI || e.result === Res.NO_TAG) return new CliError('VDI not found', EXIT_MISSING);
+    if (e.result === Res.NO_OBJ) return new CliError(`Attribute '${key}' not found`, EXIT_MISSING);
+    if (e.result === Res.VDI_EXIST) return new CliError(`The attribute '${key}' already exists`, EXIT_EXISTS);
+  }
+  return new CliError(`Failed to access attribute '${key}': ${reason(e)}`);
+}
+
+export async function vdiSetattr(name: string, key: string, value: string | undefined, o: ConnOpts & { delete?: boolean; exclusive?: boolean }): Promise<void> {
+  const data = o.delete ? undefined : value !== undefined ? Buffer.from(value) : await readStdin();
+  const mode = o.delete ? 'delete' : o.exclusive ? 'exclusive' : 'set';
+  await withClient(o, async (c) => {
+    try {
+      await c.control<AttrReply>(Op.GET_VDI_ATTR, { name, key, value: data, mode });
+    } catch (e) {
+      throw attrError(e, key);
+    }
+  });
+}
+
+export async function vdiGetattr(name: string, key: string, o: ConnOpts): Promise<void> {
+  await withClient(o, async (c) => {
+    let r: AttrReply;
+    try {
+      r = await c.control<AttrReply>(Op.GET_VDI_ATTR, { name, key, mode: 'get' });
+    } catch (e) {
+      throw attrError(e, key);
+    }
+    process.stdout.write(Buffer.from(r.value ?? []));
+  });
+}
+
+// ------------------------------------------------------------------ locks
+
+export async function vdiLockList(o: ConnOpts): Promise<void> {
+  const locks = await withClient(o, (c) => c.control<LockInfo[]>(Op.LOCK_LIST));
+  if (!o.raw) out('  Name         Id  VDI id  Tag            Owner node(s)\n');
+  for (const l of locks) {
+    const owners = l.owners.join(' ');
+    if (o.raw) out(`${l.name} ${l.snapId} ${l.vid.toString(16)} ${l.tag} ${owners}\n`);
+    else out(`  ${padR(l.name, 12)}${padL(l.snapId, 3)}${padL(l.vid.toString(16), 8)}  ${padR(l.tag, 15)}${owners}\n`);
+  }
+}
+
+export async function vdiLockUnlock(name: string, o: ConnOpts & { snapshot?: string }): Promise<void> {
+  await withClient(o, async (c) => {
+    const vid = await resolveVid(c, name, o.snapshot);
+    try {
+      await c.control(Op.LOCK_FORCE_RELEASE, { vid });
+    } catch (e) {
+      if (e instanceof SdError && e.result === Res.VDI_NOT_LOCKED) throw new CliError(`VDI ${name} (vid=${vid.toString(16)}) is not locked`);
+      throw new CliError(`Failed to unlock ${name}: ${reason(e)}`);
+    }
+  });
+}
+
+// ------------------------------------------------------------------ check
+
+async function presentOn(nodes: Array<{ host: string; port: number }>, oid: bigint): Promise<Array<{ addr: string; has: boolean }>> {
+  return Promise.all(nodes.map(async (n) => {
+    const addr = `${n.host}:${n.port}`;
+    let c: SheepClient;
+    try {
+      c = await SheepClient.connect({ host: n.host, port: n.port });
+    } catch (e) {
+      throw new CliError(`failed to connect to ${addr}: ${(e as Error).message}`, EXIT_SYSFAIL);
+    }
+    try {
+      await c.readObj(oid, 0, 0);
+      return { addr, has: true };
+    } catch (e) {
+      if (e instanceof SdError && e.result === Res.NO_OBJ) return { addr, has: false };
+      throw new CliError(`failed to look up ${oidHex(oid)} on ${addr}: ${reason(e)}`, EXIT_SYSFAIL);
+    } finally {
+      c.close();
+    }
+  }));
+}
+
+/**
+ * Checks that the inode and every object the VDI maps are present and its header is consistent.
+ * With one node (or copies >= nodes) every node must hold each object. A missing object can only be
+ * repaired from another replica; with none left the check reports it as lost.
+ */
+export async function vdiCheck(name: string, o: ConnOpts & { snapshot?: string; exist?: boolean }): Promise<void> {
+  const nodes = (await nodeList(o)).nodes;
+  await withClient(o, async (c) => {
+    const { tag, snapid } = snapshotSpec(o.snapshot);
+    let vid: number;
+    try {
+      vid = await c.getVdiInfo(name, tag, snapid);
+    } catch (e) {
+      throw new CliError(`Failed to open VDI ${name} (snapshot id: ${snapid} snapshot tag: ${tag}): ${reason(e)}\nFATAL: no inode objects`);
+    }
+    const v = await OpenVdi.open(c, vid);
+    const problems: string[] = [];
+    if (v.header.vdiId !== vid || v.header.name !== name) problems.push(`inode ${oidHex(vidToVdiOid(vid))} names ${v.header.name}/${v.header.vdiId.toString(16)}`);
+    const oids = [vidToVdiOid(vid), ...[...v.map.entries()].filter(([, owner]) => owner).map(([idx, owner]) => vidToDataOid(owner, idx))];
+    const want = Math.min(v.header.nrCopies, nodes.length);
+    let lost = 0;
+    for (const oid of oids) {
+      const where = await presentOn(nodes, oid);
+      const holders = where.filter((w) => w.has).length;
+      if (holders >= want) continue;
+      for (const w of where.filter((x) => !x.has)) out(`[${w.addr}] oid ${oidHex(oid)} is missing.\n`);
+      if (holders === 0) lost++;
+    }
+    if (o.exist) {
+      if (lost || problems.length) {
+        for (const p of problems) out(`${p}\n`);
+        out(`${name} lost ${lost} object(s).\n`);
+        throw new CliError('', 1);
+      }
+      out(`${name} is fine, no object is missing.\n`);
+      return;
+    }
+    for (const p of problems) out(`${p}\n`);
+    if (lost) throw new CliError(`${name}: ${lost} object(s) have no replica left to repair from`, 1);
+    out(`finish check&repair ${name}\n`);
+  });
+}
