@@ -2,21 +2,26 @@
 // the inode's data_vdi_id map (zeros for holes), client-side copy-on-write on writes, map updates
 // written back into the inode. Used by collie's vdi read/write and by the tests.
 
-import type { SheepClient } from './client.js';
+/** Object I/O as QEMU's driver uses it: SheepClient over the network, or sheep's own gateway in-process. */
+export interface ObjectTransport {
+  readObj(oid: bigint, offset: number, length: number): Promise<Buffer>;
+  writeObj(oid: bigint, offset: number, data: Buffer): Promise<void>;
+  createAndWriteObj(oid: bigint, offset: number, data: Buffer, cowOid?: bigint): Promise<void>;
+}
 import { decodeInodeHeader, SD_INODE_HEADER_SIZE, objectCount, mapEntryOffset, type InodeHeader } from './inode.js';
 import { vidToVdiOid, vidToDataOid } from './oid.js';
 import { Res, SdError } from './proto.js';
 
 export class OpenVdi {
   private constructor(
-    readonly client: SheepClient,
+    readonly client: ObjectTransport,
     readonly vid: number,
     public header: InodeHeader,
     /** data_vdi_id for every object the VDI spans */
     readonly map: Uint32Array,
   ) {}
 
-  static async open(client: SheepClient, vid: number): Promise<OpenVdi> {
+  static async open(client: ObjectTransport, vid: number): Promise<OpenVdi> {
     const header = decodeInodeHeader(await client.readObj(vidToVdiOid(vid), 0, SD_INODE_HEADER_SIZE));
     const n = objectCount(header.vdiSize, header.blockSizeShift);
     const raw = n ? await client.readObj(vidToVdiOid(vid), SD_INODE_HEADER_SIZE, 4 * n) : Buffer.alloc(0);

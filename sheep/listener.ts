@@ -5,7 +5,8 @@ import net from 'node:net';
 import fs from 'node:fs/promises';
 import { Flag, Res, SdError, SD_PROTO_VER, decodePrefix, encodeRsp, opName, resultName } from '../lib/proto.js';
 import { FrameReader } from '../lib/frame.js';
-import { OPS, MAX_DATA_LENGTH, type OpReply, type OpRequest } from './ops.js';
+import { OPS, type OpReply, type OpRequest } from './ops.js';
+import { MAX_DATA_LENGTH } from './object-io.js';
 import type { System } from './system.js';
 import type { Logger } from './log.js';
 

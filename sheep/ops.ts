@@ -8,9 +8,10 @@ import { pack, unpack } from 'msgpackr';
 import {
   Op, Flag, Res, SdError, decodeObjReq, decodeVdiReq, decodeNameTag, type HeaderPrefix, type ObjReq,
 } from '../lib/proto.js';
-import { oidKind, oidToVid, dataOidToIdx, NR_VDIS, type OidKind } from '../lib/oid.js';
-import { SD_INODE_SIZE, objectCount, SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT } from '../lib/inode.js';
-import { SD_ATTR_OBJ_SIZE, vdiAttr, type AttrRequest } from './vdi-attr.js';
+import { oidKind, oidToVid, dataOidToIdx, NR_VDIS } from '../lib/oid.js';
+import { SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT } from '../lib/inode.js';
+import { vdiAttr, type AttrRequest } from './vdi-attr.js';
+import { checkRange, objRead, objWrite, objCreate } from './object-io.js';
 import { STATUS_TEXT, type System } from './system.js';
 
 export type OpKind = 'gateway' | 'peer' | 'cluster' | 'local';
@@ -37,115 +38,42 @@ export interface OpDef {
   handler: (sys: System, req: OpRequest) => Promise<OpReply>;
 }
 
-/** Largest payload or read a single request may carry (a whole inode is 4,198,968 bytes). */
-export const MAX_DATA_LENGTH = 32 * 1024 * 1024;
-export const VMSTATE_OBJ_SIZE = 4 * 1024 * 1024;
 
-// ------------------------------------------------------------------ object I/O helpers
+// ------------------------------------------------------------------ object I/O
 
-function objectSize(sys: System, kind: OidKind, oid: bigint): number {
-  switch (kind) {
-    case 'inode':
-      return SD_INODE_SIZE;
-    case 'vmstate':
-      return VMSTATE_OBJ_SIZE;
-    case 'attr':
-      return SD_ATTR_OBJ_SIZE;
-    case 'data': {
-      const e = sys.vdis.get(oidToVid(oid));
-      return 2 ** (e ? e.blockSizeShift : sys.clusterDefaults.blockSizeShift);
-    }
-  }
-}
-
-interface CheckedObjReq extends ObjReq {
-  kind: OidKind;
-  off: number;
-}
-
-/** Validates an object request: known oid kind, range inside the object, payload as announced. */
-function checkObjReq(sys: System, req: OpRequest, write: boolean): CheckedObjReq {
+function checkedObjReq(sys: System, req: OpRequest, write: boolean): ObjReq & { off: number } {
   const r = decodeObjReq(req.hdr);
-  const kind = oidKind(r.oid);
-  if (!kind) throw new SdError(Res.INVALID_PARMS, `malformed oid ${r.oid.toString(16)}`);
   if (write && !(r.flags & Flag.CMD_WRITE)) throw new SdError(Res.INVALID_PARMS, 'write without CMD_WRITE payload');
-  if (r.dataLength > MAX_DATA_LENGTH) throw new SdError(Res.INVALID_PARMS, `data_length ${r.dataLength} over ${MAX_DATA_LENGTH}`);
-  const size = objectSize(sys, kind, r.oid);
-  if (r.offset > BigInt(size) || Number(r.offset) + r.dataLength > size) {
-    throw new SdError(Res.INVALID_PARMS, `range ${r.offset}+${r.dataLength} outside the ${size}-byte object`);
-  }
-  return { ...r, kind, off: Number(r.offset) };
-}
-
-/** Data objects exist only for blocks inside the VDI's size. */
-function checkDataIndex(sys: System, oid: bigint): void {
-  const e = sys.vdis.writable(oidToVid(oid));
-  if (dataOidToIdx(oid) >= objectCount(e.vdiSize, e.blockSizeShift)) {
-    throw new SdError(Res.INVALID_PARMS, `object index ${dataOidToIdx(oid)} beyond the VDI size`);
-  }
+  checkRange(sys, r.oid, r.offset, r.dataLength);
+  return { ...r, off: Number(r.offset) };
 }
 
 async function readObj(sys: System, req: OpRequest): Promise<OpReply> {
-  const r = checkObjReq(sys, req, false);
+  const r = checkedObjReq(sys, req, false);
   if (r.dataLength === 0) {
     // an existence probe (collie vdi object/check): ask the filesystem, not a cached descriptor
     if (!(await sys.gateway.exists(r.oid))) throw new SdError(Res.NO_OBJ);
     return {};
   }
-  return { data: await sys.gateway.read(r.oid, r.off, r.dataLength) };
+  return { data: await objRead(sys, r.oid, r.off, r.dataLength) };
 }
 
 async function writeObj(sys: System, req: OpRequest): Promise<OpReply> {
-  const r = checkObjReq(sys, req, true);
-  const vid = oidToVid(r.oid);
-  switch (r.kind) {
-    case 'inode':
-      await sys.vdis.writeInode(vid, r.off, req.data);
-      break;
-    case 'data':
-      checkDataIndex(sys, r.oid);
-      await sys.gateway.write(r.oid, r.off, req.data);
-      break;
-    case 'vmstate':
-      sys.vdis.writable(vid);
-      await sys.gateway.write(r.oid, r.off, req.data);
-      break;
-    case 'attr':
-      await sys.gateway.write(r.oid, r.off, req.data);
-      break;
-  }
+  const r = checkedObjReq(sys, req, true);
+  await objWrite(sys, r.oid, r.off, req.data);
   return {};
 }
 
 async function createAndWriteObj(sys: System, req: OpRequest): Promise<OpReply> {
-  const r = checkObjReq(sys, req, true);
-  const vid = oidToVid(r.oid);
-  let cow: bigint | undefined;
-  switch (r.kind) {
-    case 'inode':
-      throw new SdError(Res.INVALID_PARMS, 'inode objects are created by NEW_VDI');
-    case 'data':
-      checkDataIndex(sys, r.oid);
-      if (r.flags & Flag.CMD_COW && r.cowOid !== 0n) {
-        if (oidKind(r.cowOid) !== 'data' || dataOidToIdx(r.cowOid) !== dataOidToIdx(r.oid)) {
-          throw new SdError(Res.INVALID_PARMS, 'copy-on-write source must be the same block of another VDI');
-        }
-        cow = r.cowOid;
-      }
-      break;
-    case 'vmstate':
-      sys.vdis.writable(vid);
-      break;
-    case 'attr':
-      break;
-  }
-  await sys.gateway.create(r.oid, r.off, req.data, cow);
+  const r = checkedObjReq(sys, req, true);
+  await objCreate(sys, r.oid, r.off, req.data, r.flags & Flag.CMD_COW && r.cowOid !== 0n ? r.cowOid : undefined);
   return {};
 }
 
 async function removeObj(sys: System, req: OpRequest): Promise<OpReply> {
-  const r = checkObjReq(sys, req, false);
-  if (r.kind === 'data' || r.kind === 'inode') {
+  const r = checkedObjReq(sys, req, false);
+  const kind = oidKind(r.oid);
+  if (kind === 'data' || kind === 'inode') {
     throw new SdError(Res.INVALID_PARMS, 'data and inode objects are freed by DEL_VDI and DISCARD_OBJ');
   }
   if (!(await sys.gateway.remove(r.oid))) throw new SdError(Res.NO_OBJ);
@@ -153,8 +81,8 @@ async function removeObj(sys: System, req: OpRequest): Promise<OpReply> {
 }
 
 async function discardObj(sys: System, req: OpRequest): Promise<OpReply> {
-  const r = checkObjReq(sys, req, false);
-  if (r.kind !== 'data') throw new SdError(Res.INVALID_PARMS, 'DISCARD_OBJ takes a data object id');
+  const r = checkedObjReq(sys, req, false);
+  if (oidKind(r.oid) !== 'data') throw new SdError(Res.INVALID_PARMS, 'DISCARD_OBJ takes a data object id');
   await sys.vdis.discard(oidToVid(r.oid), dataOidToIdx(r.oid));
   return {};
 }

@@ -1,0 +1,105 @@
+// Object I/O with the rules every client path shares (port 7000 requests and the NBD export):
+// oid kinds, ranges inside objects, READONLY snapshots, copy-on-write sources, inode map updates.
+
+import { Res, SdError } from '../lib/proto.js';
+import { oidKind, oidToVid, dataOidToIdx, type OidKind } from '../lib/oid.js';
+import { SD_INODE_SIZE, objectCount } from '../lib/inode.js';
+import type { ObjectTransport } from '../lib/vdi-io.js';
+import { SD_ATTR_OBJ_SIZE } from './vdi-attr.js';
+import type { System } from './system.js';
+
+/** Largest payload or read a single request may carry (a whole inode is 4,198,968 bytes). */
+export const MAX_DATA_LENGTH = 32 * 1024 * 1024;
+export const VMSTATE_OBJ_SIZE = 4 * 1024 * 1024;
+
+function kindOf(oid: bigint): OidKind {
+  const kind = oidKind(oid);
+  if (!kind) throw new SdError(Res.INVALID_PARMS, `malformed oid ${oid.toString(16)}`);
+  return kind;
+}
+
+export function objectSize(sys: System, oid: bigint): number {
+  switch (kindOf(oid)) {
+    case 'inode':
+      return SD_INODE_SIZE;
+    case 'vmstate':
+      return VMSTATE_OBJ_SIZE;
+    case 'attr':
+      return SD_ATTR_OBJ_SIZE;
+    case 'data': {
+      const e = sys.vdis.get(oidToVid(oid));
+      return 2 ** (e ? e.blockSizeShift : sys.clusterDefaults.blockSizeShift);
+    }
+  }
+}
+
+/** A request's range must lie inside its object and under the per-request limit. */
+export function checkRange(sys: System, oid: bigint, offset: bigint | number, length: number): void {
+  if (length > MAX_DATA_LENGTH) throw new SdError(Res.INVALID_PARMS, `data_length ${length} over ${MAX_DATA_LENGTH}`);
+  const size = objectSize(sys, oid);
+  if (BigInt(offset) > BigInt(size) || Number(offset) + length > size) {
+    throw new SdError(Res.INVALID_PARMS, `range ${offset}+${length} outside the ${size}-byte object`);
+  }
+}
+
+/** Data objects exist only for blocks inside a writable VDI's size. */
+function checkDataIndex(sys: System, oid: bigint): void {
+  const e = sys.vdis.writable(oidToVid(oid));
+  if (dataOidToIdx(oid) >= objectCount(e.vdiSize, e.blockSizeShift)) {
+    throw new SdError(Res.INVALID_PARMS, `object index ${dataOidToIdx(oid)} beyond the VDI size`);
+  }
+}
+
+export function objRead(sys: System, oid: bigint, offset: number, length: number): Promise<Buffer> {
+  kindOf(oid);
+  return sys.gateway.read(oid, offset, length);
+}
+
+export async function objWrite(sys: System, oid: bigint, offset: number, data: Buffer): Promise<void> {
+  const vid = oidToVid(oid);
+  switch (kindOf(oid)) {
+    case 'inode':
+      return sys.vdis.writeInode(vid, offset, data);
+    case 'data':
+      checkDataIndex(sys, oid);
+      return sys.gateway.write(oid, offset, data);
+    case 'vmstate':
+      sys.vdis.writable(vid);
+      return sys.gateway.write(oid, offset, data);
+    case 'attr':
+      return sys.gateway.write(oid, offset, data);
+  }
+}
+
+export async function objCreate(sys: System, oid: bigint, offset: number, data: Buffer, cowOid?: bigint): Promise<void> {
+  switch (kindOf(oid)) {
+    case 'inode':
+      throw new SdError(Res.INVALID_PARMS, 'inode objects are created by NEW_VDI');
+    case 'data':
+      checkDataIndex(sys, oid);
+      if (cowOid !== undefined && (oidKind(cowOid) !== 'data' || dataOidToIdx(cowOid) !== dataOidToIdx(oid))) {
+        throw new SdError(Res.INVALID_PARMS, 'copy-on-write source must be the same block of another VDI');
+      }
+      break;
+    case 'vmstate':
+      sys.vdis.writable(oidToVid(oid));
+      cowOid = undefined;
+      break;
+    case 'attr':
+      cowOid = undefined;
+      break;
+  }
+  return sys.gateway.create(oid, offset, data, cowOid);
+}
+
+/** The same rules as a transport for OpenVdi: in-process VDI I/O for the NBD export. */
+export function localTransport(sys: System): ObjectTransport {
+  return {
+    readObj: (oid, offset, length) => { checkRange(sys, oid, offset, length); return objRead(sys, oid, offset, length); },
+    writeObj: (oid, offset, data) => { checkRange(sys, oid, offset, data.length); return objWrite(sys, oid, offset, data); },
+    createAndWriteObj: (oid, offset, data, cowOid) => {
+      checkRange(sys, oid, offset, data.length);
+      return objCreate(sys, oid, offset, data, cowOid || undefined);
+    },
+  };
+}
