@@ -13,6 +13,9 @@ import { vidToVdiOid, vidToDataOid } from './oid.js';
 import { Res, SdError } from './proto.js';
 
 export class OpenVdi {
+  /** blocks whose object is being created right now */
+  private readonly allocating = new Map<number, Promise<void>>();
+
   private constructor(
     readonly client: ObjectTransport,
     readonly vid: number,
@@ -71,17 +74,30 @@ export class OpenVdi {
    * the inode map. On READONLY (someone snapshotted the VDI) the caller must reopen the working VDI.
    */
   async writePiece(idx: number, off: number, data: Buffer): Promise<void> {
+    // A create replaces the whole object, so two at once on one block would lose one write:
+    // later writes to a block being allocated wait for it and then write in place (as QEMU does).
+    for (let pending = this.allocating.get(idx); pending; pending = this.allocating.get(idx)) {
+      await pending.catch(() => undefined);
+    }
     const owner = this.map[idx];
     const oid = vidToDataOid(this.vid, idx);
     if (owner === this.vid) {
       await this.client.writeObj(oid, off, data);
       return;
     }
-    await this.client.createAndWriteObj(oid, off, data, owner ? vidToDataOid(owner, idx) : 0n);
-    const entry = Buffer.alloc(4);
-    entry.writeUInt32LE(this.vid);
-    await this.client.writeObj(vidToVdiOid(this.vid), mapEntryOffset(idx), entry);
-    this.map[idx] = this.vid;
+    const alloc = (async () => {
+      await this.client.createAndWriteObj(oid, off, data, owner ? vidToDataOid(owner, idx) : 0n);
+      const entry = Buffer.alloc(4);
+      entry.writeUInt32LE(this.vid);
+      await this.client.writeObj(vidToVdiOid(this.vid), mapEntryOffset(idx), entry);
+      this.map[idx] = this.vid;
+    })();
+    this.allocating.set(idx, alloc);
+    try {
+      await alloc;
+    } finally {
+      this.allocating.delete(idx);
+    }
   }
 
   async write(offset: number, data: Buffer): Promise<void> {

@@ -13,6 +13,7 @@ import { ObjectStore } from './store.js';
 import { System } from './system.js';
 import { Listener } from './listener.js';
 import { createDriver } from './cluster/local.js';
+import { NbdServer, parseCidrList, type NbdConfig } from './nbd-server.js';
 import type { NodeInfo } from './cluster/driver.js';
 
 export const VERSION = '0.1.0';
@@ -28,6 +29,25 @@ interface SheepOptions {
   cluster: string;
   zone?: number;
   vnodes: number;
+  nbd?: string | true;
+  nbdSocket?: string;
+  nbdAllow: string[];
+  nbdDeny: string[];
+  nbdReadonly: string[];
+}
+
+function collect(v: string, prev: string[]): string[] {
+  return [...prev, v];
+}
+
+/** "--nbd" alone, "--nbd 10810", "--nbd 127.0.0.1:10810", "--nbd [::1]:10810". */
+function nbdAddress(v: string | true, bindaddr: string | undefined): { host: string | undefined; port: number } {
+  if (v === true) return { host: bindaddr, port: 10809 };
+  const m = /^(\d+)$/.exec(v) ?? /^\[(.+)\]:(\d+)$/.exec(v) ?? /^([^:]+):(\d+)$/.exec(v);
+  if (!m) throw new Error(`--nbd: cannot parse '${v}' (use [host:]port)`);
+  const [host, port] = m.length === 2 ? [bindaddr, Number(m[1])] : [m[1], Number(m[2])];
+  if (port < 1 || port > 65535) throw new Error(`--nbd: bad port in '${v}'`);
+  return { host, port };
 }
 
 function intArg(min: number, max: number) {
@@ -53,6 +73,11 @@ function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
     .addOption(new Option('-c, --cluster <driver>', 'cluster driver').choices(['local']).default('local'))
     .option('-z, --zone <zone>', 'zone id: replicas go to distinct zones', intArg(0, 2 ** 32 - 1))
     .option('-V, --vnodes <n>', 'virtual nodes on the placement ring', intArg(1, 65535), 64)
+    .option('--nbd [[host:]port]', 'serve VDIs over NBD (default port 10809): export NAME, or NAME@TAG / NAME@SNAPID read-only')
+    .option('--nbd-socket <path>', 'serve NBD on this Unix socket too')
+    .option('--nbd-allow <cidr,...>', 'only NBD clients from these networks (repeatable)', collect, [])
+    .option('--nbd-deny <cidr,...>', 'refuse NBD clients from these networks (repeatable; checked first)', collect, [])
+    .option('--nbd-readonly <vdi,...>', 'export these VDIs read-only (repeatable)', collect, [])
     .showHelpAfterError()
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 64));
   program.parse(argv, { from: 'user' });
@@ -95,13 +120,20 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   const lockFile = await takeStoreLock(dir);
   const log: Logger = createLogger(dir, o.logLevel, o.foreground);
   const host = o.myaddr ?? (o.bindaddr && o.bindaddr !== '0.0.0.0' ? o.bindaddr : '127.0.0.1');
-  const parts: { listener?: Listener; store?: ObjectStore } = {};
+  const parts: { listener?: Listener; store?: ObjectStore; nbd?: NbdServer } = {};
+  const nbdCfg: NbdConfig = {
+    allow: parseCidrList(o.nbdAllow),
+    deny: parseCidrList(o.nbdDeny),
+    readonly: new Set(o.nbdReadonly.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean)),
+  };
+  const nbdAddr = o.nbd !== undefined ? nbdAddress(o.nbd, o.bindaddr) : null;
   let stopping = false;
   const stop = async (why: string, code = 0) => {
     if (stopping) return;
     stopping = true;
     log.info({ why }, 'sheep stopping');
     try {
+      await parts.nbd?.close();
       await parts.listener?.close();
       await parts.store?.flushAll();
       await parts.store?.close();
@@ -132,6 +164,12 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   parts.listener = l;
   const bound = await l.listenTcp(o.bindaddr, port);
   if (o.socket) await l.listenUnix(o.socket);
+  if (nbdAddr || o.nbdSocket) {
+    const nbd = new NbdServer(sys, nbdCfg, log);
+    parts.nbd = nbd;
+    if (nbdAddr) await nbd.listenTcp(nbdAddr.host, nbdAddr.port);
+    if (o.nbdSocket) await nbd.listenUnix(o.nbdSocket);
+  }
   if (o.pidfile) await fs.writeFile(o.pidfile, `${process.pid}\n`);
   log.info({ dir, port: bound, driver: o.cluster, status: sys.status, epoch: sys.epoch }, 'sheep started');
   ready();
