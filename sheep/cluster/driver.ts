@@ -26,3 +26,21 @@ export interface ClusterDriver {
   notify(msg: Buffer): Promise<void>;
   leave(): Promise<void>;
 }
+
+/**
+ * The group-communication layer a multi-node driver provides (CPG semantics): members are opaque ids,
+ * and membership changes and messages arrive in one total order at every member.
+ */
+export interface GroupEvents {
+  /** members: current members, oldest first; joined/left: the change */
+  confchg(members: string[], joined: string[], left: string[]): void;
+  deliver(from: string, msg: Buffer): void;
+}
+
+export interface GroupDriver {
+  readonly name: string;
+  /** joins the group as `id`; the first confchg delivered afterwards contains it in `joined` */
+  start(id: string, events: GroupEvents): Promise<void>;
+  mcast(msg: Buffer): Promise<void>;
+  stop(): Promise<void>;
+}

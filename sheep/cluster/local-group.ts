@@ -1,0 +1,78 @@
+// The `local` driver's group layer: sheep on one machine share a directory; a sequencer process
+// (local-sequencer.ts, started on demand) orders membership changes and messages for all of them.
+// No external service; a SIGKILLed sheep leaves the group the moment its connection closes.
+
+import net from 'node:net';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { FrameSplitter, frame, sequencerPaths, type FromSequencer } from './local-sequencer.js';
+import type { GroupDriver, GroupEvents } from './driver.js';
+
+export const DEFAULT_LOCAL_DIR = '/tmp/sheepdog-local';
+const SEQUENCER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'local-sequencer.js');
+
+export class LocalGroup implements GroupDriver {
+  readonly name = 'local';
+  private sock: net.Socket | null = null;
+  private stopping = false;
+  /** called when the sequencer goes away under us: the group can no longer order anything */
+  onLost: (why: string) => void = () => undefined;
+
+  constructor(readonly dir: string = DEFAULT_LOCAL_DIR) {}
+
+  private connectOnce(sockPath: string): Promise<net.Socket> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect(sockPath);
+      s.once('connect', () => { s.removeAllListeners('error'); resolve(s); });
+      s.once('error', reject);
+    });
+  }
+
+  async start(id: string, events: GroupEvents): Promise<void> {
+    await fs.mkdir(this.dir, { recursive: true });
+    const { sock } = sequencerPaths(this.dir);
+    let spawned = false;
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        this.sock = await this.connectOnce(sock);
+        break;
+      } catch (e) {
+        if (Date.now() > deadline) throw new Error(`cannot reach the local cluster sequencer at ${sock}: ${(e as Error).message}`);
+        if (!spawned) {
+          const child = spawn(process.execPath, [SEQUENCER, this.dir], { detached: true, stdio: 'ignore' });
+          child.unref();
+          spawned = true;
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    const s = this.sock;
+    const split = new FrameSplitter();
+    s.on('data', (chunk: Buffer) => {
+      for (const raw of split.push(chunk)) {
+        const m = raw as FromSequencer;
+        if (m.t === 'confchg') events.confchg(m.members, m.joined, m.left);
+        else if (m.t === 'deliver') events.deliver(m.from, Buffer.from(m.msg));
+      }
+    });
+    s.on('close', () => { if (!this.stopping) this.onLost('the local cluster sequencer closed the connection'); });
+    s.on('error', () => undefined);
+    s.write(frame({ t: 'hello', id }));
+  }
+
+  async mcast(msg: Buffer): Promise<void> {
+    const s = this.sock;
+    if (!s || s.destroyed) throw new Error('not connected to the local cluster sequencer');
+    await new Promise<void>((resolve, reject) => s.write(frame({ t: 'mcast', msg }), (e) => (e ? reject(e) : resolve())));
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.sock?.end();
+    this.sock?.destroy();
+    this.sock = null;
+  }
+}
