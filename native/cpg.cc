@@ -241,13 +241,22 @@ class CpgHandle : public Napi::ObjectWrap<CpgHandle> {
           .ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    if (left_) {
+      // corosync answers CS_ERR_EXIST: a handle's membership slot lasts until cpg_finalize.
+      Napi::Error::New(env, "cpg_join failed: this handle already left " + GroupName() +
+                                "; corosync does not let a handle join twice: finalize it and "
+                                "use a new one")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
     cs_error_t err = RetryTryAgain([&]() { return cpg_join(handle_, &group_); });
     if (err == CS_ERR_EXIST) {
       // corosync names a member by (nodeid, pid): one process can join a group only once.
       Napi::Error e = Napi::Error::New(
           env, "cpg_join failed: CS_ERR_EXIST (this process is already a member of " +
-                   GroupName() + " through another handle; one member per process per group, and a handle that "
-                   "left keeps its place until it is finalized)");
+                   GroupName() +
+                   " through another handle; one member per process per group, and a handle "
+                   "that left keeps its place until it is finalized)");
       e.Set("code", Napi::String::New(env, CsErrorName(err)));
       e.ThrowAsJavaScriptException();
       return env.Undefined();
@@ -309,6 +318,7 @@ class CpgHandle : public Napi::ObjectWrap<CpgHandle> {
       ThrowCs(env, "cpg_leave", err);
       return env.Undefined();
     }
+    left_ = true;
     MarkNotJoined();
     return env.Undefined();
   }
@@ -556,6 +566,7 @@ class CpgHandle : public Napi::ObjectWrap<CpgHandle> {
   Napi::FunctionReference on_error_;
   bool initialized_ = false;      // handle_ is a live cpg handle
   bool joined_ = false;           // between a successful join() and leave()/finalize()/loss
+  bool left_ = false;             // leave() succeeded: this handle cannot join again
   bool finalized_ = false;        // finalize() was called
   bool dispatching_ = false;      // inside cpg_dispatch
   bool lost_ = false;             // cpg_dispatch reported the connection gone

@@ -151,7 +151,11 @@ export class CpgGroup extends EventEmitter {
     return this.#handle;
   }
 
-  /** Joins the group; the first 'confchg' (with this process in `joined`) follows. */
+  /**
+   * Joins the group; a 'confchg' with this process in `joined` follows. corosync names a member
+   * by (nodeid, pid), so a process can be a member of a given group through one handle only
+   * (a second join throws, with code CS_ERR_EXIST).
+   */
   join(): void {
     this.#live('join').join();
   }
@@ -166,7 +170,12 @@ export class CpgGroup extends EventEmitter {
     return this.#live('local').localGet();
   }
 
-  /** Leaves the group (the handle stays open; join() again is allowed). */
+  /**
+   * Leaves the group. A 'confchg' listing this process in `left` follows if the group stays
+   * open. corosync does not let a handle join twice, and a handle that left still blocks this
+   * process from joining the same group through another handle until it is closed: to rejoin,
+   * close() and create a new CpgGroup.
+   */
   leave(): void {
     this.#live('leave').leave();
   }

@@ -10,6 +10,8 @@ command -v nbdinfo >/dev/null 2>&1 || need_apt+=(libnbd-bin)
 command -v setfattr >/dev/null 2>&1 || need_apt+=(attr)
 command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)          # tests render `collie vdi graph`
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++ make python3)
+command -v corosync >/dev/null 2>&1 || need_apt+=(corosync)              # the corosync cluster driver
+[ -e /usr/include/corosync/cpg.h ] || need_apt+=(libcpg-dev)            # builds native/ (the CPG addon)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need_apt[*]}" >&2
@@ -25,6 +27,8 @@ stamp=node_modules/.package-lock.json
 if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ ! -e node_modules/fs-xattr/build/Release/xattr.node ]; then
   echo "setup: npm ci" >&2
   npm ci --no-audit --no-fund --loglevel=error
+elif [ -e /usr/include/corosync/cpg.h ] && [ ! -e native/build/Release/cpg.node ]; then
+  node native/build.mjs                                             # libcpg-dev arrived after npm ci
 fi
 echo "setup: building" >&2
 npx tsc -p tsconfig.json

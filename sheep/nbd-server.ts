@@ -449,10 +449,11 @@ class NbdSession {
   private locking: Promise<void> | null = null;
 
   /** Takes the VDI lock for this connection before its first write; a second writer gets EPERM. */
-  private writeLock(): Promise<void> {
+  private writeLock(): Promise<void> | null {
     const exp = this.exp!;
     if (exp.locked) return Promise.resolve();
-    this.locking ??= this.sys.ordered(async () => this.sys.vdis.lock(exp.vdiName, '', 0, false, true, `nbd:${this.peer}`))
+    // NBD writers always exclude each other, whatever the cluster's --lock setting
+    this.locking ??= this.sys.decide({ kind: 'lock', name: exp.vdiName, tag: '', snapid: 0, shared: false, owner: `nbd:${this.peer}`, enforce: true })
       .then(() => { exp.locked = true; })
       .catch((e: unknown) => {
         this.locking = null;
@@ -467,7 +468,7 @@ class NbdSession {
     this.exp = null;
     if (!exp) return;
     if (exp.locked) await this.sys.gateway.flushVdi(exp.vdi.vid).catch(() => undefined);
-    if (exp.locked) await this.sys.ordered(async () => this.sys.vdis.release(exp.vdi.vid)).catch(() => undefined);
+    if (exp.locked) await this.sys.decide({ kind: 'release', vid: exp.vdi.vid }).catch(() => undefined);
   }
 
   // ------------------------------------------------------------------ transmission

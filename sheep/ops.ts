@@ -13,6 +13,7 @@ import { SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT } from '../lib/inode.j
 import { vdiAttr, type AttrRequest } from './vdi-attr.js';
 import { checkRange, objRead, objWrite, objCreate } from './object-io.js';
 import { STATUS_TEXT, type System } from './system.js';
+import type { VdiEntry } from './vdi.js';
 
 export type OpKind = 'gateway' | 'peer' | 'cluster' | 'local';
 
@@ -107,23 +108,22 @@ function nameTag(req: OpRequest): { name: string; tag: string } {
 async function newVdi(sys: System, req: OpRequest): Promise<OpReply> {
   const r = decodeVdiReq(req.hdr);
   const { name } = nameTag(req);
-  const e = await sys.ordered(() => sys.vdis.create({
+  const e = await sys.newVdi({
     name, size: r.vdiSize, baseVid: r.baseVdiId, snapshot: r.snapid === 1 && r.baseVdiId !== 0,
     copies: r.copies, copyPolicy: r.copyPolicy, blockSizeShift: r.blockSizeShift,
-  }, sys.clusterDefaults));
+  });
   return vdiReply(e);
 }
 
 async function lockVdi(sys: System, req: OpRequest): Promise<OpReply> {
   const r = decodeVdiReq(req.hdr);
   const { name, tag } = nameTag(req);
-  const enforce = sys.config?.lock ?? false;
-  return vdiReply(await sys.ordered(async () => sys.vdis.lock(name, tag, r.snapid, r.type === 1, enforce, sys.me.nid)));
+  return vdiReply(await sys.decide<VdiEntry>({ kind: 'lock', name, tag, snapid: r.snapid, shared: r.type === 1, owner: sys.me.nid }));
 }
 
 async function releaseVdi(sys: System, req: OpRequest): Promise<OpReply> {
   const r = decodeVdiReq(req.hdr);
-  await sys.ordered(async () => sys.vdis.release(r.baseVdiId));
+  await sys.decide({ kind: 'release', vid: r.baseVdiId });
   return {};
 }
 
@@ -136,7 +136,7 @@ async function getVdiInfo(sys: System, req: OpRequest): Promise<OpReply> {
 async function delVdi(sys: System, req: OpRequest): Promise<OpReply> {
   const r = decodeVdiReq(req.hdr);
   const { name, tag } = nameTag(req);
-  const vid = await sys.ordered(() => sys.vdis.delete(name, tag, r.snapid));
+  const vid = await sys.delVdi(name, tag, r.snapid);
   return { vdi: { vdiId: vid, copies: 0, blockSizeShift: 0 } };
 }
 
@@ -180,13 +180,13 @@ async function makeFs(sys: System, req: OpRequest): Promise<OpReply> {
   if (!Number.isInteger(bss) || bss < SD_MIN_BLOCK_SIZE_SHIFT || bss > SD_MAX_BLOCK_SIZE_SHIFT) {
     throw new SdError(Res.INVALID_PARMS, `block size shift must be ${SD_MIN_BLOCK_SIZE_SHIFT}..${SD_MAX_BLOCK_SIZE_SHIFT}`);
   }
-  await sys.ordered(() => sys.format({ copies, copyPolicy: 0, blockSizeShift: bss, lock: Boolean(a.lock) }));
+  await sys.decide({ kind: 'format', copies, copyPolicy: 0, blockSizeShift: bss, lock: Boolean(a.lock), ctime: Date.now() });
   return {};
 }
 
 async function shutdown(sys: System): Promise<OpReply> {
   // answer first, then stop: the client must see SUCCESS
-  setImmediate(() => void sys.ordered(() => sys.shutdown()).catch((e) => sys.log.error({ err: e }, 'shutdown failed')));
+  setImmediate(() => void sys.decide({ kind: 'shutdown' }).catch((e) => sys.log.error({ err: e }, 'shutdown failed')));
   return {};
 }
 
@@ -247,7 +247,7 @@ async function statCluster(sys: System): Promise<OpReply> {
 
 async function getVdiAttr(sys: System, req: OpRequest): Promise<OpReply> {
   const a = args<AttrRequest>(req);
-  return reply(await sys.ordered(() => vdiAttr(sys, a)));
+  return reply(await sys.withAttrLock(String(a.name), () => vdiAttr(sys, a)));
 }
 
 async function lockList(sys: System): Promise<OpReply> {
@@ -256,7 +256,7 @@ async function lockList(sys: System): Promise<OpReply> {
 
 async function lockForceRelease(sys: System, req: OpRequest): Promise<OpReply> {
   const a = args<{ vid: number }>(req);
-  const done = await sys.ordered(async () => sys.vdis.forceRelease(Number(a.vid)));
+  const done = await sys.decide<boolean>({ kind: 'forceRelease', vid: Number(a.vid) });
   if (!done) throw new SdError(Res.VDI_NOT_LOCKED);
   return {};
 }

@@ -7,7 +7,12 @@ import { pack, unpack } from 'msgpackr';
 import { Res, SdError } from '../lib/proto.js';
 import { ObjectStore } from './store.js';
 import { Gateway } from './gateway.js';
-import { VdiTable, type ClusterDefaults } from './vdi.js';
+import { KeyedMutex } from './mutex.js';
+import {
+  VdiTable, type ClusterDefaults, type NewVdiArgs, type NewVdiDecision, type BaseHeaderFields, type HeaderUpdate, type VdiEntry,
+} from './vdi.js';
+import { vidToVdiOid } from '../lib/oid.js';
+import { SD_INODE_HEADER_SIZE, decodeInodeHeader, makeCtime } from '../lib/inode.js';
 import { EpochLog, type EpochRecord } from './epoch-log.js';
 import { readConfig, writeConfig, STORE_FORMAT_VERSION, type ClusterConfig } from './config.js';
 import type { ClusterDriver, NodeInfo } from './cluster/driver.js';
@@ -21,16 +26,25 @@ export const STATUS_TEXT: Record<Status, string> = {
   shutdown: 'System is shutting down',
 };
 
-export interface FormatArgs {
-  copies: number;
-  copyPolicy: number;
-  blockSizeShift: number;
-  lock: boolean;
-}
+/**
+ * A cluster-wide decision. Every node applies the same decisions in the same order to its own copy
+ * of the cluster state; only the node that took the client's request does the object I/O after it.
+ */
+export type ClusterOp =
+  | { kind: 'format'; copies: number; copyPolicy: number; blockSizeShift: number; lock: boolean; ctime: number }
+  | { kind: 'shutdown' }
+  | { kind: 'newVdi'; args: NewVdiArgs; now: bigint; baseHdr?: BaseHeaderFields }
+  | { kind: 'undoNewVdi'; decision: NewVdiDecision }
+  | { kind: 'delVdi'; name: string; tag: string; snapid: number }
+  | { kind: 'lock'; name: string; tag: string; snapid: number; shared: boolean; owner: string; enforce?: boolean }
+  | { kind: 'release'; vid: number }
+  | { kind: 'forceRelease'; vid: number }
+  | { kind: 'header'; update: HeaderUpdate };
 
-interface OrderedMsg {
+interface OpMsg {
   origin: string;
   seq: number;
+  op: ClusterOp;
 }
 
 export class System {
@@ -45,8 +59,10 @@ export class System {
   onShutdown: () => void = () => undefined;
 
   private seq = 0;
-  private readonly waiting = new Map<number, { work: () => Promise<unknown>; resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
+  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
   private applyChain: Promise<void> = Promise.resolve();
+  /** attribute updates probe and write objects: one at a time per VDI */
+  private readonly attrMutex = new KeyedMutex<string>();
   private membership: Promise<void> = Promise.resolve();
 
   constructor(
@@ -58,6 +74,7 @@ export class System {
   ) {
     this.gateway = new Gateway(store, () => this.epoch);
     this.vdis = new VdiTable(this.gateway, log);
+    this.vdis.onHeaderChange = async (update) => { await this.decide({ kind: 'header', update }); };
     this.epochLog = new EpochLog(dir);
   }
 
@@ -106,17 +123,14 @@ export class System {
     this.log.info({ epoch, nodes: this.members.map((n) => n.nid) }, 'epoch changed');
   }
 
-  // ------------------------------------------------------------------ ordered execution
+  // ------------------------------------------------------------------ ordered decisions
 
-  /**
-   * Runs `work` as a cluster-wide decision: broadcast through the driver, executed when the message
-   * is delivered, strictly one decision at a time in delivery order.
-   */
-  ordered<T>(work: () => Promise<T>): Promise<T> {
+  /** Broadcasts a decision; resolves with its result on this node once delivered and applied. */
+  decide<T = unknown>(op: ClusterOp): Promise<T> {
     const seq = ++this.seq;
     return new Promise<T>((resolve, reject) => {
-      this.waiting.set(seq, { work, resolve: resolve as (v: unknown) => void, reject });
-      const msg: OrderedMsg = { origin: this.me.nid, seq };
+      this.waiting.set(seq, { resolve: resolve as (v: unknown) => void, reject });
+      const msg: OpMsg = { origin: this.me.nid, seq, op };
       this.driver.notify(pack(msg)).catch((e) => {
         this.waiting.delete(seq);
         reject(new SdError(Res.CLUSTER_ERROR, `cluster driver: ${(e as Error).message}`));
@@ -125,20 +139,85 @@ export class System {
   }
 
   private deliver(_from: NodeInfo, raw: Buffer): void {
-    const msg = unpack(raw) as OrderedMsg;
-    if (msg.origin !== this.me.nid) return;
-    const w = this.waiting.get(msg.seq);
-    if (!w) return;
-    this.waiting.delete(msg.seq);
-    this.applyChain = this.applyChain.then(() => w.work().then(w.resolve, w.reject));
+    const msg = unpack(raw) as OpMsg;
+    this.applyChain = this.applyChain.then(async () => {
+      let result: unknown;
+      let error: unknown = null;
+      try {
+        result = await this.apply(msg.op);
+      } catch (e) {
+        error = e;
+      }
+      if (msg.origin !== this.me.nid) return;
+      const w = this.waiting.get(msg.seq);
+      if (!w) return;
+      this.waiting.delete(msg.seq);
+      if (error) w.reject(error);
+      else w.resolve(result);
+    });
+  }
+
+  /** Applies one decision to this node's state (the same on every node). */
+  private async apply(op: ClusterOp): Promise<unknown> {
+    switch (op.kind) {
+      case 'format':
+        return this.applyFormat(op);
+      case 'shutdown':
+        return this.applyShutdown();
+      case 'newVdi':
+        return this.vdis.applyNewVdi(op.args, this.clusterDefaults, op.now, op.baseHdr);
+      case 'undoNewVdi':
+        return this.vdis.applyUndoNewVdi(op.decision);
+      case 'delVdi':
+        return this.vdis.applyDelete(op.name, op.tag, op.snapid);
+      case 'lock':
+        return this.vdis.lock(op.name, op.tag, op.snapid, op.shared, op.enforce ?? this.config?.lock ?? false, op.owner);
+      case 'release':
+        return this.vdis.release(op.vid);
+      case 'forceRelease':
+        return this.vdis.forceRelease(op.vid);
+      case 'header':
+        return this.vdis.applyHeader(op.update);
+    }
+  }
+
+  // ------------------------------------------------------------------ VDI operations (this node's clients)
+
+  /** NEW_VDI: decide everywhere, then write the inode(s); a failed write undoes the decision. */
+  async newVdi(args: NewVdiArgs): Promise<VdiEntry> {
+    let baseHdr: BaseHeaderFields | undefined;
+    if (args.snapshot && this.vdis.get(args.baseVid)) {
+      // QEMU writes the snapshot's tag into the working inode just before asking for the snapshot
+      const h = decodeInodeHeader(await this.gateway.read(vidToVdiOid(args.baseVid), 0, SD_INODE_HEADER_SIZE));
+      baseHdr = { tag: h.tag, vmClockNsec: h.vmClockNsec, vmStateSize: h.vmStateSize };
+    }
+    const d = await this.decide<NewVdiDecision>({ kind: 'newVdi', args, now: makeCtime(), baseHdr });
+    try {
+      await this.vdis.finishNewVdi(d);
+    } catch (e) {
+      await this.decide({ kind: 'undoNewVdi', decision: d }).catch(() => undefined);
+      throw e;
+    }
+    return d.entry;
+  }
+
+  async delVdi(name: string, tag: string, snapid: number): Promise<number> {
+    const e = await this.decide<VdiEntry>({ kind: 'delVdi', name, tag, snapid });
+    await this.vdis.finishDelete(e);
+    return e.vdiId;
+  }
+
+  /** Attribute I/O, one update at a time per VDI name. */
+  withAttrLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return this.attrMutex.run(name, fn);
   }
 
   // ------------------------------------------------------------------ cluster decisions
 
-  async format(a: FormatArgs): Promise<void> {
+  private async applyFormat(a: Extract<ClusterOp, { kind: 'format' }>): Promise<void> {
     const cfg: ClusterConfig = {
       formatVersion: STORE_FORMAT_VERSION,
-      ctime: Date.now(),
+      ctime: a.ctime,
       copies: a.copies,
       copyPolicy: a.copyPolicy,
       blockSizeShift: a.blockSizeShift,
@@ -154,7 +233,7 @@ export class System {
     this.log.info({ copies: a.copies, blockSizeShift: a.blockSizeShift, lock: a.lock }, 'cluster formatted');
   }
 
-  async shutdown(): Promise<void> {
+  private async applyShutdown(): Promise<void> {
     this.status = 'shutdown';
     this.log.info('cluster shutdown requested');
     await this.store.flushAll();

@@ -29,6 +29,32 @@ export interface NewVdiArgs {
   blockSizeShift: number;
 }
 
+export interface NewVdiDecision {
+  entry: VdiEntry;
+  /** the clone's base, or for a snapshot the frozen (now read-only) former working VDI */
+  base?: VdiEntry;
+  snapshot?: boolean;
+}
+
+export interface BaseHeaderFields {
+  tag: string;
+  vmClockNsec: bigint;
+  vmStateSize: bigint;
+}
+
+export interface HeaderUpdate {
+  vid: number;
+  tag: string;
+  vdiSize: bigint;
+  vmStateSize: bigint;
+  vmClockNsec: bigint;
+}
+
+export interface VdiState {
+  vdis: VdiEntry[];
+  locks: Array<{ vid: number; exclusive: boolean; holders: number; owners: string[] }>;
+}
+
 export interface ClusterDefaults {
   copies: number;
   copyPolicy: number;
@@ -58,6 +84,8 @@ export class VdiTable {
   private readonly locks = new Map<number, LockState>();
   /** serialises read-modify-write of one inode (map updates, snapshot map copies, deletes) */
   private readonly inodeMutex = new KeyedMutex<number>();
+  /** how a header change made through this node reaches every node's table (set by the cluster) */
+  onHeaderChange: (u: HeaderUpdate) => Promise<void> = async (u) => this.applyHeader(u);
 
   constructor(private readonly gw: ObjectIo, private readonly log: Logger) {}
 
@@ -142,11 +170,18 @@ export class VdiTable {
   }
 
   // ------------------------------------------------------------------ NEW_VDI
+  // A VDI operation is split in two: a decision that only reads and changes this table (applied in
+  // the same order on every node, so every table agrees), and the object I/O that the node which
+  // took the request does afterwards (finish*).
 
-  /** NEW_VDI: plain create, snapshot (snapshot=true) or clone/branch from a snapshot (baseVid). */
-  async create(a: NewVdiArgs, defaults: ClusterDefaults): Promise<VdiEntry> {
+  /**
+   * NEW_VDI decision: plain create, snapshot (a.snapshot) or clone/branch from a snapshot (baseVid).
+   * `now` is the creation time the requesting node chose; `baseHdr` the working VDI's header fields
+   * it read just before a snapshot (QEMU writes the tag there first).
+   */
+  applyNewVdi(a: NewVdiArgs, defaults: ClusterDefaults, now: bigint, baseHdr?: BaseHeaderFields): NewVdiDecision {
     if (!a.name) throw new SdError(Res.INVALID_PARMS, 'empty VDI name');
-    if (a.snapshot) return this.snapshot(a);
+    if (a.snapshot) return this.applySnapshot(a, now, baseHdr);
     const bss = a.blockSizeShift || defaults.blockSizeShift;
     if (bss < SD_MIN_BLOCK_SIZE_SHIFT || bss > SD_MAX_BLOCK_SIZE_SHIFT) {
       throw new SdError(Res.INVALID_PARMS, `block_size_shift ${bss} outside ${SD_MIN_BLOCK_SIZE_SHIFT}..${SD_MAX_BLOCK_SIZE_SHIFT}`);
@@ -170,11 +205,10 @@ export class VdiTable {
     if (base && size < base.vdiSize) throw new SdError(Res.INVALID_PARMS, 'a clone cannot be smaller than its base');
 
     const vid = this.allocateVid(a.name);
-    const sameName = this.family(a.name);
     const hdr: InodeHeader = {
       name: a.name,
       tag: '',
-      createTime: makeCtime(),
+      createTime: now,
       snapCtime: 0n,
       vmClockNsec: 0n,
       vdiSize: size,
@@ -183,55 +217,71 @@ export class VdiTable {
       storePolicy: 0,
       nrCopies: base ? base.nrCopies : a.copies || defaults.copies,
       blockSizeShift,
-      snapId: sameName.reduce((m, e) => Math.max(m, e.snapId), 0) + 1,
+      snapId: this.family(a.name).reduce((m, e) => Math.max(m, e.snapId), 0) + 1,
       vdiId: vid,
       parentVdiId: base ? base.vdiId : 0,
     };
-    const map = base ? await this.readMap(base) : null;
-    await this.writeNewInode(hdr, map);
-    this.log.info({ vid: hex(vid), name: a.name, size: String(size), base: base ? hex(base.vdiId) : undefined }, 'VDI created');
-    return this.remember(hdr, false);
+    return { entry: this.remember(hdr, false), base };
   }
 
-  /** Snapshot: the current working VDI becomes the snapshot; a new working VDI shares its objects. */
-  private async snapshot(a: NewVdiArgs): Promise<VdiEntry> {
+  /** Snapshot decision: the working VDI becomes the snapshot; a new working VDI shares its objects. */
+  private applySnapshot(a: NewVdiArgs, now: bigint, baseHdr?: BaseHeaderFields): NewVdiDecision {
     const base = this.vdis.get(a.baseVid);
     if (!base || base.deleted || base.name !== a.name) throw new SdError(Res.NO_BASE_VDI, `no VDI '${a.name}' with id ${hex(a.baseVid)}`);
     if (base.snapCtime !== 0n) throw new SdError(Res.INVALID_PARMS, `VDI ${hex(a.baseVid)} is already a snapshot`);
-    return this.inodeMutex.run(base.vdiId, async () => {
-      // the client may have written the tag (and vm state fields) into the header just before
-      const cur = decodeInodeHeader(await this.gw.read(vidToVdiOid(base.vdiId), 0, SD_INODE_HEADER_SIZE));
-      if (cur.tag && this.family(a.name).some((f) => f.snapCtime !== 0n && f.tag === cur.tag)) {
-        throw new SdError(Res.VDI_EXIST, `VDI '${a.name}' already has a snapshot tagged '${cur.tag}'`);
-      }
-      const vid = this.allocateVid(a.name);
-      const now = makeCtime();
-      const hdr: InodeHeader = {
-        ...cur,
-        tag: '',
-        createTime: now,
-        snapCtime: 0n,
-        vmClockNsec: 0n,
-        vmStateSize: 0n,
-        snapId: this.family(a.name).reduce((m, e) => Math.max(m, e.snapId), 0) + 1,
-        vdiId: vid,
-        parentVdiId: base.vdiId,
-      };
-      await this.writeNewInode(hdr, await this.readMap(cur));
-      // only now freeze the base: a failure above leaves the old working VDI untouched
-      const snapField = Buffer.alloc(8);
-      snapField.writeBigUInt64LE(now);
-      await this.gw.write(vidToVdiOid(base.vdiId), InodeOff.snapCtime, snapField);
-      this.remember({ ...cur, snapCtime: now }, false);
-      const lock = this.locks.get(base.vdiId);
+    const tag = baseHdr?.tag ?? base.tag;
+    if (tag && this.family(a.name).some((f) => f.snapCtime !== 0n && f.tag === tag)) {
+      throw new SdError(Res.VDI_EXIST, `VDI '${a.name}' already has a snapshot tagged '${tag}'`);
+    }
+    const vid = this.allocateVid(a.name);
+    const hdr: InodeHeader = {
+      ...base,
+      tag: '',
+      createTime: now,
+      snapCtime: 0n,
+      vmClockNsec: 0n,
+      vmStateSize: 0n,
+      snapId: this.family(a.name).reduce((m, e) => Math.max(m, e.snapId), 0) + 1,
+      vdiId: vid,
+      parentVdiId: base.vdiId,
+    };
+    const frozen = this.remember({ ...base, tag, vmClockNsec: baseHdr?.vmClockNsec ?? base.vmClockNsec,
+      vmStateSize: baseHdr?.vmStateSize ?? base.vmStateSize, snapCtime: now }, false);
+    const lock = this.locks.get(base.vdiId);
+    if (lock) {
+      // the client that holds the working VDI goes on writing the new one
+      this.locks.delete(base.vdiId);
+      this.locks.set(vid, lock);
+    }
+    return { entry: this.remember(hdr, false), base: frozen, snapshot: true };
+  }
+
+  /** Undoes a NEW_VDI decision whose object I/O failed (applied on every node like the decision). */
+  applyUndoNewVdi(d: NewVdiDecision): void {
+    this.vdis.delete(d.entry.vdiId);
+    this.bitmap[d.entry.vdiId >>> 3] &= ~(1 << (d.entry.vdiId & 7));
+    if (d.snapshot && d.base) {
+      this.remember({ ...d.base, snapCtime: 0n }, false);
+      const lock = this.locks.get(d.entry.vdiId);
       if (lock) {
-        // the client that holds the working VDI goes on writing the new one
-        this.locks.delete(base.vdiId);
-        this.locks.set(vid, lock);
+        this.locks.delete(d.entry.vdiId);
+        this.locks.set(d.base.vdiId, lock);
       }
-      this.log.info({ snapshot: hex(base.vdiId), working: hex(vid), name: a.name, tag: cur.tag }, 'snapshot created');
-      return this.remember(hdr, false);
-    });
+    }
+  }
+
+  /** NEW_VDI I/O on the requesting node: the new inode (with the base's map), and the frozen base. */
+  async finishNewVdi(d: NewVdiDecision): Promise<void> {
+    const map = d.base ? await this.readMap(d.base) : null;
+    await this.writeNewInode(d.entry, map);
+    if (d.snapshot && d.base) {
+      const snapField = Buffer.alloc(8);
+      snapField.writeBigUInt64LE(d.base.snapCtime);
+      await this.gw.write(vidToVdiOid(d.base.vdiId), InodeOff.snapCtime, snapField);
+      this.log.info({ snapshot: hex(d.base.vdiId), working: hex(d.entry.vdiId), name: d.entry.name, tag: d.base.tag }, 'snapshot created');
+    } else {
+      this.log.info({ vid: hex(d.entry.vdiId), name: d.entry.name, size: String(d.entry.vdiSize), base: d.base ? hex(d.base.vdiId) : undefined }, 'VDI created');
+    }
   }
 
   private async writeNewInode(hdr: InodeHeader, map: Uint32Array | null): Promise<void> {
@@ -255,25 +305,28 @@ export class VdiTable {
 
   // ------------------------------------------------------------------ DEL_VDI
 
-  /** Deletes the working VDI (no tag, snapid 0) or a snapshot, and frees unreferenced objects. */
-  async delete(name: string, tag: string, snapid: number): Promise<number> {
+  /** DEL_VDI decision: the working VDI (no tag, snapid 0) or a snapshot stops existing by name. */
+  applyDelete(name: string, tag: string, snapid: number): VdiEntry {
     const e = this.lookup(name, tag, snapid);
-    return this.inodeMutex.run(e.vdiId, async () => {
+    this.remember({ ...e, name: '', tag: '', vdiSize: 0n }, true);
+    this.locks.delete(e.vdiId);
+    return e;
+  }
+
+  /** DEL_VDI I/O: clear the inode's name and size, free the objects nothing else maps. */
+  async finishDelete(e: VdiEntry): Promise<void> {
+    await this.inodeMutex.run(e.vdiId, async () => {
       const map = await this.readMap(e);
-      // mark deleted first: from here on its map no longer keeps objects alive
       const cleared = Buffer.alloc(SD_INODE_HEADER_SIZE);
       encodeInodeHeader({ ...e, name: '', tag: '', vdiSize: 0n }, cleared);
       const cur = await this.gw.read(vidToVdiOid(e.vdiId), 0, SD_INODE_HEADER_SIZE);
       cleared.set(cur.subarray(InodeOff.childVdiId), InodeOff.childVdiId);
       await this.gw.write(vidToVdiOid(e.vdiId), 0, cleared);
-      this.remember({ ...e, name: '', tag: '', vdiSize: 0n }, true);
-      this.locks.delete(e.vdiId);
       const candidates: Array<[number, number]> = [];
       for (let i = 0; i < map.length; i++) if (map[i]) candidates.push([map[i], i]);
       const freed = await this.reclaim(candidates, e.vdiId);
       if (map.length) await this.gw.write(vidToVdiOid(e.vdiId), SD_INODE_HEADER_SIZE, Buffer.alloc(4 * map.length));
-      this.log.info({ vid: hex(e.vdiId), name, tag, snapid: e.snapId, freed }, 'VDI deleted');
-      return e.vdiId;
+      this.log.info({ vid: hex(e.vdiId), name: e.name, tag: e.tag, snapid: e.snapId, freed }, 'VDI deleted');
     });
   }
 
@@ -336,7 +389,9 @@ export class VdiTable {
           nrCopies: e.nrCopies, copyPolicy: e.copyPolicy, storePolicy: e.storePolicy, blockSizeShift: e.blockSizeShift };
         encodeInodeHeader(keep, next);
         await this.gw.write(oid, 0, next);
-        this.remember(keep, false);
+        if (keep.tag !== e.tag || keep.vdiSize !== e.vdiSize || keep.vmStateSize !== e.vmStateSize || keep.vmClockNsec !== e.vmClockNsec) {
+          await this.onHeaderChange({ vid, tag: keep.tag, vdiSize: keep.vdiSize, vmStateSize: keep.vmStateSize, vmClockNsec: keep.vmClockNsec });
+        }
       }
       if (end > SD_INODE_HEADER_SIZE) {
         const mapStart = Math.max(offset, SD_INODE_HEADER_SIZE);
@@ -368,6 +423,13 @@ export class VdiTable {
     await this.writeInode(vid, mapEntryOffset(idx), zero);
   }
 
+  /** A header change written by a client (tag, size, VM state), applied on every node. */
+  applyHeader(u: HeaderUpdate): void {
+    const e = this.vdis.get(u.vid);
+    if (!e || e.deleted) return;
+    this.remember({ ...e, tag: u.tag, vdiSize: u.vdiSize, vmStateSize: u.vmStateSize, vmClockNsec: u.vmClockNsec }, false);
+  }
+
   // ------------------------------------------------------------------ locks (cluster state)
 
   /** LOCK_VDI: resolves the VDI; takes a lock on working VDIs (enforced on --lock clusters). */
@@ -395,6 +457,30 @@ export class VdiTable {
   /** Drops a lock whatever its holders (operator's `collie vdi lock unlock`). */
   forceRelease(vid: number): boolean {
     return this.locks.delete(vid);
+  }
+
+  /** A node left the cluster: the locks taken through it go with it. */
+  dropLocksOf(owner: string): void {
+    for (const [vid, l] of this.locks) {
+      l.owners = l.owners.filter((o) => o !== owner);
+      if (!l.owners.length) this.locks.delete(vid);
+    }
+  }
+
+  // ------------------------------------------------------------------ state transfer
+
+  /** Everything a joining node needs to hold the same table (msgpack-able). */
+  exportState(): VdiState {
+    return {
+      vdis: this.all(),
+      locks: [...this.locks].map(([vid, l]) => ({ vid, exclusive: l.exclusive, holders: l.holders, owners: [...l.owners] })),
+    };
+  }
+
+  importState(s: VdiState): void {
+    this.clear();
+    for (const e of s.vdis) this.remember(e, e.deleted);
+    for (const l of s.locks) this.locks.set(l.vid, { exclusive: l.exclusive, holders: l.holders, owners: [...l.owners] });
   }
 
   lockList(): LockInfo[] {

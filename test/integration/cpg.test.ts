@@ -228,7 +228,9 @@ test('a process can be a member of a group only once, but can hold handles in se
   assert.deepEqual(ro.delivered, Array.from({ length: 50 }, (_, i) => `o:${i}`));
   a.leave();
   await waitFor('our own leave to be reported', 10_000, () => ra.confchgs.some((c) => c.left.some((m) => m.pid === process.pid && m.reason === 'leave')));
-  // A handle that left still holds the (nodeid, pid) slot until it is finalized.
+  // A handle cannot join twice, and one that left still holds the (nodeid, pid) slot until it is
+  // finalized.
+  assert.throws(() => a.join(), /already left .*does not let a handle join twice/);
   assert.throws(() => b.join(), /CS_ERR_EXIST/);
   a.close();
   b.join();

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
-import { VdiTable } from '../../sheep/vdi.js';
+import { VdiTable, type NewVdiArgs } from '../../sheep/vdi.js';
+import { makeCtime } from '../../lib/inode.js';
 import type { ObjectIo } from '../../sheep/gateway.js';
 import { nameToVid } from '../../lib/fnv.js';
 import { Res, SdError } from '../../lib/proto.js';
@@ -36,6 +37,17 @@ class MemIo implements ObjectIo {
 }
 
 const defaults = { copies: 1, copyPolicy: 0, blockSizeShift: 22 };
+
+/** NEW_VDI as a node runs it: the decision, then the inode I/O. */
+async function create(t: VdiTable, a: NewVdiArgs) {
+  const d = t.applyNewVdi(a, defaults, makeCtime());
+  await t.finishNewVdi(d);
+  return d.entry;
+}
+
+async function del(t: VdiTable, name: string, tag: string, snapid: number) {
+  await t.finishDelete(t.applyDelete(name, tag, snapid));
+}
 const MB64 = 64n << 20n;
 const mk = () => new VdiTable(new MemIo(), pino({ level: 'silent' }));
 
@@ -57,7 +69,7 @@ function bitSet(t: VdiTable, vid: number): boolean {
 
 test('a new VDI takes the vid its name hashes to', async () => {
   const t = mk();
-  const e = await t.create({ name: 'alpha', size: MB64, baseVid: 0, snapshot: false, copies: 0, copyPolicy: 0, blockSizeShift: 0 }, defaults);
+  const e = await create(t, { name: 'alpha', size: MB64, baseVid: 0, snapshot: false, copies: 0, copyPolicy: 0, blockSizeShift: 0 });
   assert.equal(e.vdiId, 0xed202b);
   assert.ok(bitSet(t, 0xed202b));
 });
@@ -65,13 +77,13 @@ test('a new VDI takes the vid its name hashes to', async () => {
 test('colliding names probe linearly to the next free vid and stay findable', async () => {
   const t = mk();
   const [a, b] = collidingNames();
-  const ea = await t.create({ name: a, size: MB64, baseVid: 0, snapshot: false, copies: 0, copyPolicy: 0, blockSizeShift: 0 }, defaults);
-  const eb = await t.create({ name: b, size: MB64, baseVid: 0, snapshot: false, copies: 0, copyPolicy: 0, blockSizeShift: 0 }, defaults);
+  const ea = await create(t, { name: a, size: MB64, baseVid: 0, snapshot: false, copies: 0, copyPolicy: 0, blockSizeShift: 0 });
+  const eb = await create(t, { name: b, size: MB64, baseVid: 0, snapshot: false, copies: 0, copyPolicy: 0, blockSizeShift: 0 });
   assert.equal(ea.vdiId, nameToVid(a));
   assert.equal(eb.vdiId, nameToVid(a) + 1);
   assert.equal(t.lookup(b, '', 0).vdiId, eb.vdiId);
   // deleting the first keeps its bit, so a scan from the hash still reaches the second
-  await t.delete(a, '', 0);
+  await del(t, a, '', 0);
   assert.ok(bitSet(t, ea.vdiId));
   assert.equal(t.lookup(b, '', 0).vdiId, eb.vdiId);
   assert.throws(() => t.lookup(a, '', 0), (e: SdError) => e.result === Res.NO_VDI);
@@ -79,8 +91,8 @@ test('colliding names probe linearly to the next free vid and stay findable', as
 
 test('a snapshot keeps the old vid and the working VDI moves to the next one', async () => {
   const t = mk();
-  const w = await t.create({ name: 'alpha', size: MB64, baseVid: 0, snapshot: false, copies: 0, copyPolicy: 0, blockSizeShift: 0 }, defaults);
-  const w2 = await t.create({ name: 'alpha', size: MB64, baseVid: w.vdiId, snapshot: true, copies: 0, copyPolicy: 0, blockSizeShift: 0 }, defaults);
+  const w = await create(t, { name: 'alpha', size: MB64, baseVid: 0, snapshot: false, copies: 0, copyPolicy: 0, blockSizeShift: 0 });
+  const w2 = await create(t, { name: 'alpha', size: MB64, baseVid: w.vdiId, snapshot: true, copies: 0, copyPolicy: 0, blockSizeShift: 0 });
   assert.equal(w2.vdiId, w.vdiId + 1);
   assert.equal(w2.snapId, 2);
   assert.equal(w2.parentVdiId, w.vdiId);
@@ -94,25 +106,25 @@ test('a snapshot keeps the old vid and the working VDI moves to the next one', a
 test('an object is freed only when no live VDI maps it any more', async () => {
   const io = new MemIo();
   const t = new VdiTable(io, pino({ level: 'silent' }));
-  const base = await t.create({ name: 'a', size: MB64, baseVid: 0, snapshot: false, copies: 0, copyPolicy: 0, blockSizeShift: 0 }, defaults);
+  const base = await create(t, { name: 'a', size: MB64, baseVid: 0, snapshot: false, copies: 0, copyPolicy: 0, blockSizeShift: 0 });
   const entry = Buffer.alloc(4);
   entry.writeUInt32LE(base.vdiId);
   await io.create(vidToDataOid(base.vdiId, 0), 0, Buffer.from('data'));
   await t.writeInode(base.vdiId, 4664, entry);
-  const work = await t.create({ name: 'a', size: MB64, baseVid: base.vdiId, snapshot: true, copies: 0, copyPolicy: 0, blockSizeShift: 0 }, defaults);
-  const clone = await t.create({ name: 'c', size: MB64, baseVid: base.vdiId, snapshot: false, copies: 0, copyPolicy: 0, blockSizeShift: 0 }, defaults);
-  await t.delete('a', '', 1); // the snapshot: working VDI and clone still map the object
+  const work = await create(t, { name: 'a', size: MB64, baseVid: base.vdiId, snapshot: true, copies: 0, copyPolicy: 0, blockSizeShift: 0 });
+  const clone = await create(t, { name: 'c', size: MB64, baseVid: base.vdiId, snapshot: false, copies: 0, copyPolicy: 0, blockSizeShift: 0 });
+  await del(t, 'a', '', 1); // the snapshot: working VDI and clone still map the object
   assert.ok(io.objs.has(vidToDataOid(base.vdiId, 0)));
-  await t.delete('a', '', 0);
+  await del(t, 'a', '', 0);
   assert.ok(io.objs.has(vidToDataOid(base.vdiId, 0)));
-  await t.delete('c', '', 0); // the last reference
+  await del(t, 'c', '', 0); // the last reference
   assert.ok(!io.objs.has(vidToDataOid(base.vdiId, 0)));
   void work; void clone;
 });
 
 test('a map entry may only point at the VDI itself or be cleared', async () => {
   const t = mk();
-  const e = await t.create({ name: 'x', size: MB64, baseVid: 0, snapshot: false, copies: 0, copyPolicy: 0, blockSizeShift: 0 }, defaults);
+  const e = await create(t, { name: 'x', size: MB64, baseVid: 0, snapshot: false, copies: 0, copyPolicy: 0, blockSizeShift: 0 });
   const bad = Buffer.alloc(4);
   bad.writeUInt32LE(0x123456);
   await assert.rejects(t.writeInode(e.vdiId, 4664, bad), (err: SdError) => err.result === Res.INVALID_PARMS);
@@ -120,10 +132,10 @@ test('a map entry may only point at the VDI itself or be cleared', async () => {
 
 test('locks conflict only when enforced, and follow the working VDI through a snapshot', async () => {
   const t = mk();
-  const w = await t.create({ name: 'l', size: MB64, baseVid: 0, snapshot: false, copies: 0, copyPolicy: 0, blockSizeShift: 0 }, defaults);
+  const w = await create(t, { name: 'l', size: MB64, baseVid: 0, snapshot: false, copies: 0, copyPolicy: 0, blockSizeShift: 0 });
   t.lock('l', '', 0, false, true);
   assert.throws(() => t.lock('l', '', 0, false, true), (e: SdError) => e.result === Res.VDI_LOCKED);
   assert.doesNotThrow(() => t.lock('l', '', 0, false, false));
-  const w2 = await t.create({ name: 'l', size: MB64, baseVid: w.vdiId, snapshot: true, copies: 0, copyPolicy: 0, blockSizeShift: 0 }, defaults);
+  const w2 = await create(t, { name: 'l', size: MB64, baseVid: w.vdiId, snapshot: true, copies: 0, copyPolicy: 0, blockSizeShift: 0 });
   assert.deepEqual(t.lockList().map((l) => l.vid), [w2.vdiId]);
 });
