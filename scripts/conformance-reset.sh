@@ -12,7 +12,7 @@ if [ -f "$dir/sheep.pid" ]; then
 fi
 rm -rf "$dir/store"
 mkdir -p "$dir"
-node "$root/dist/sheep/main.js" -p "$SD_PORT" -b "$SD_HOST" -P "$dir/sheep.pid" "$dir/store"
+node "$root/dist/sheep/main.js" -p "$SD_PORT" -b "$SD_HOST" -c "local:$dir/cluster" -P "$dir/sheep.pid" "$dir/store"
 if [ "$SD_FORMATTED" = 1 ]; then
   args=(cluster format --copies="$SD_COPIES" -a "$SD_HOST" -p "$SD_PORT")
   [ "$SD_LOCK" = 1 ] && args+=(--lock)

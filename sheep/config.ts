@@ -36,7 +36,7 @@ export async function writeConfig(dir: string, c: ClusterConfig): Promise<void> 
 }
 
 /** Write-to-temp, fsync, rename, fsync the directory: the file is either old or new after a crash. */
-export async function writeFileDurable(file: string, content: string): Promise<void> {
+export async function writeFileDurable(file: string, content: string | Buffer): Promise<void> {
   const tmp = `${file}.tmp`;
   const fh = await fs.open(tmp, 'w');
   try {

@@ -14,7 +14,7 @@ import { System } from './system.js';
 import { Listener } from './listener.js';
 import { createDriver } from './cluster/local.js';
 import { NbdServer, parseCidrList, type NbdConfig } from './nbd-server.js';
-import type { NodeInfo } from './cluster/driver.js';
+import type { GroupDriver, NodeInfo } from './cluster/driver.js';
 
 export const VERSION = '0.1.0';
 
@@ -70,7 +70,7 @@ function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
     .option('-f, --foreground', 'stay in the foreground and log to stderr too', false)
     .option('-P, --pidfile <file>', 'write the daemon pid to this file')
     .addOption(new Option('-l, --log-level <level>', 'log level').choices([...LOG_LEVELS]).default('info'))
-    .addOption(new Option('-c, --cluster <driver>', 'cluster driver').choices(['local']).default('local'))
+    .option('-c, --cluster <driver>', 'cluster driver: local[:DIR] (sheep on this machine sharing DIR, default /tmp/sheepdog-local) or corosync[:GROUP]', 'local')
     .option('-z, --zone <zone>', 'zone id: replicas go to distinct zones', intArg(0, 2 ** 32 - 1))
     .option('-V, --vnodes <n>', 'virtual nodes on the placement ring', intArg(1, 65535), 64)
     .option('--nbd [[host:]port]', 'serve VDIs over NBD (default port 10809): export NAME, or NAME@TAG / NAME@SNAPID read-only')
@@ -120,7 +120,7 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   const lockFile = await takeStoreLock(dir);
   const log: Logger = createLogger(dir, o.logLevel, o.foreground);
   const host = o.myaddr ?? (o.bindaddr && o.bindaddr !== '0.0.0.0' ? o.bindaddr : '127.0.0.1');
-  const parts: { listener?: Listener; store?: ObjectStore; nbd?: NbdServer } = {};
+  const parts: { listener?: Listener; store?: ObjectStore; nbd?: NbdServer; group?: GroupDriver } = {};
   const nbdCfg: NbdConfig = {
     allow: parseCidrList(o.nbdAllow),
     deny: parseCidrList(o.nbdDeny),
@@ -134,6 +134,7 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
     log.info({ why }, 'sheep stopping');
     try {
       await parts.nbd?.close();
+      await parts.group?.stop();
       await parts.listener?.close();
       await parts.store?.flushAll();
       await parts.store?.close();
@@ -157,7 +158,14 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   parts.store = store;
   const port = o.port;
   const me: NodeInfo = { nid: `${host}:${port}`, host, port, zone: o.zone ?? 0, vnodes: o.vnodes };
-  const sys = new System(dir, me, store, createDriver(o.cluster), log);
+  const group = createDriver(o.cluster);
+  parts.group = group;
+  const sys = new System(dir, me, store, group, log);
+  group.onLost = (why) => {
+    // without the group this node can no longer agree with the others: stop rather than diverge
+    log.fatal({ why }, 'lost the cluster driver');
+    void stop('cluster driver lost', 1);
+  };
   sys.onShutdown = () => void stop('cluster shutdown');
   await sys.start();
   const l = new Listener(sys, log);

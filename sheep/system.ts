@@ -9,13 +9,14 @@ import { ObjectStore } from './store.js';
 import { Gateway } from './gateway.js';
 import { KeyedMutex } from './mutex.js';
 import {
-  VdiTable, type ClusterDefaults, type NewVdiArgs, type NewVdiDecision, type BaseHeaderFields, type HeaderUpdate, type VdiEntry,
+  VdiTable, type ClusterDefaults, type NewVdiArgs, type NewVdiDecision, type BaseHeaderFields, type HeaderUpdate, type VdiEntry, type VdiState,
 } from './vdi.js';
 import { vidToVdiOid } from '../lib/oid.js';
 import { SD_INODE_HEADER_SIZE, decodeInodeHeader, makeCtime } from '../lib/inode.js';
 import { EpochLog, type EpochRecord } from './epoch-log.js';
-import { readConfig, writeConfig, STORE_FORMAT_VERSION, type ClusterConfig } from './config.js';
-import type { ClusterDriver, NodeInfo } from './cluster/driver.js';
+import { readConfig, writeConfig, writeFileDurable, STORE_FORMAT_VERSION, type ClusterConfig } from './config.js';
+import path from 'node:path';
+import type { GroupDriver, NodeInfo } from './cluster/driver.js';
 import type { Logger } from './log.js';
 
 export type Status = 'wait_format' | 'running' | 'shutdown';
@@ -41,17 +42,41 @@ export type ClusterOp =
   | { kind: 'forceRelease'; vid: number }
   | { kind: 'header'; update: HeaderUpdate };
 
-interface OpMsg {
-  origin: string;
-  seq: number;
-  op: ClusterOp;
+/** What sheep say to each other through the cluster driver, in one total order. */
+type GroupMsg =
+  | { t: 'join'; node: NodeInfo; ctime: number; epoch: number }
+  | { t: 'welcome'; to: string; node: NodeInfo; snapshot: ClusterSnapshot }
+  | { t: 'reject'; to: string; reason: string }
+  | { t: 'op'; seq: number; op: ClusterOp };
+
+/** The state a joining node takes over from the oldest member. */
+interface ClusterSnapshot {
+  config: ClusterConfig | null;
+  status: Status;
+  epoch: number;
+  history: EpochRecord[];
+  nodes: Array<{ member: string; info: NodeInfo }>;
+  vdis: VdiState;
+}
+
+/** The VDI table as every node last applied it (DIR/vdi-state): inode objects live on other nodes. */
+async function loadVdiState(dir: string): Promise<VdiState | null> {
+  try {
+    return unpack(await fs.readFile(path.join(dir, 'vdi-state'))) as VdiState;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+}
+
+async function saveVdiState(dir: string, s: VdiState): Promise<void> {
+  await writeFileDurable(path.join(dir, 'vdi-state'), pack(s));
 }
 
 export class System {
   status: Status = 'wait_format';
   config: ClusterConfig | null = null;
   epoch = 0;
-  members: NodeInfo[] = [];
   readonly vdis: VdiTable;
   readonly gateway: Gateway;
   readonly epochLog: EpochLog;
@@ -60,16 +85,33 @@ export class System {
 
   private seq = 0;
   private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
-  private applyChain: Promise<void> = Promise.resolve();
+  /** every group event is handled here, one after another, in delivery order */
+  private chain: Promise<void> = Promise.resolve();
   /** attribute updates probe and write objects: one at a time per VDI */
   private readonly attrMutex = new KeyedMutex<string>();
-  private membership: Promise<void> = Promise.resolve();
+
+  /** this node's id in the group (driver level) */
+  private member = '';
+  /** accepted sheep, oldest first; nodes[0] answers join requests */
+  private nodes: Array<{ member: string; info: NodeInfo }> = [];
+  private accepted = false;
+  /** group members older than this node: while any is alive, it does not found a cluster itself */
+  private readonly older = new Set<string>();
+  private joinDelivered = false;
+  private sawOwnJoin = false;
+  /** events delivered after our join request and before the welcome: replayed on the snapshot */
+  private pending: Array<() => Promise<void>> = [];
+  private joined!: Promise<void>;
+  private joinedResolve!: () => void;
+  private joinedReject!: (e: Error) => void;
+  /** waiters for the next membership change (the gateway retries after one) */
+  private epochWaiters: Array<() => void> = [];
 
   constructor(
     readonly dir: string,
     readonly me: NodeInfo,
     readonly store: ObjectStore,
-    private readonly driver: ClusterDriver,
+    private readonly group: GroupDriver,
     readonly log: Logger,
   ) {
     this.gateway = new Gateway(store, () => this.epoch);
@@ -78,27 +120,27 @@ export class System {
     this.epochLog = new EpochLog(dir);
   }
 
+  /** Loads this node's store, joins the group and resolves once this node is part of the cluster. */
   async start(): Promise<void> {
     await this.epochLog.init();
     this.config = await readConfig(this.dir);
     if (this.config) {
-      await this.vdis.load(await this.store.list());
-      const last = await this.epochLog.latest();
-      this.epoch = last?.epoch ?? 1;
+      const saved = await loadVdiState(this.dir);
+      if (saved) this.vdis.importState(saved);
+      else await this.vdis.load(await this.store.list()); // stores written before vdi-state existed
+      this.epoch = (await this.epochLog.latest())?.epoch ?? 1;
     }
-    await this.driver.join(this.me, {
-      onJoin: (_node, members) => this.setMembers(members),
-      onLeave: (_node, members) => this.setMembers(members),
-      onNotify: (from, msg) => this.deliver(from, msg),
+    this.joined = new Promise((res, rej) => { this.joinedResolve = res; this.joinedReject = rej; });
+    this.member = await this.group.init(`${this.me.nid}#${process.pid}`);
+    await this.group.start({
+      confchg: (members, joined, left) => this.enqueue(() => this.onConfchg(members, joined, left)),
+      deliver: (from, msg) => this.enqueue(() => this.onDeliver(from, msg)),
     });
-    await this.membership;
+    await this.joined;
   }
 
-  private setMembers(members: NodeInfo[]): void {
-    this.members = members;
-    this.membership = this.membership.then(() => this.membershipChanged()).catch((e) => {
-      this.log.error({ err: e }, 'applying a membership change failed');
-    });
+  private enqueue(fn: () => Promise<void>): void {
+    this.chain = this.chain.then(fn).catch((e) => this.log.error({ err: e }, 'applying a cluster event failed'));
   }
 
   get clusterDefaults(): ClusterDefaults {
@@ -106,15 +148,168 @@ export class System {
     return { copies: c?.copies ?? 0, copyPolicy: c?.copyPolicy ?? 0, blockSizeShift: c?.blockSizeShift ?? 0 };
   }
 
-  private async membershipChanged(): Promise<void> {
-    if (!this.config) {
-      this.status = 'wait_format';
+  /** The sheep of the cluster, oldest first. */
+  get members(): NodeInfo[] {
+    return this.nodes.map((n) => n.info);
+  }
+
+  /** Resolves at the next membership change, or after `ms`. */
+  membershipChange(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => { this.epochWaiters = this.epochWaiters.filter((w) => w !== done); resolve(); }, ms);
+      const done = () => { clearTimeout(t); resolve(); };
+      this.epochWaiters.push(done);
+    });
+  }
+
+  // ------------------------------------------------------------------ membership (join protocol)
+
+  private async onConfchg(members: string[], joined: string[], left: string[]): Promise<void> {
+    if (joined.includes(this.member) && !this.sawOwnJoin) {
+      // our own join: who was here first decides who may found the cluster
+      this.sawOwnJoin = true;
+      const mine = members.indexOf(this.member);
+      for (const m of members) if (!joined.includes(m) || members.indexOf(m) < mine) if (m !== this.member) this.older.add(m);
+      await this.sendJoin();
       return;
     }
-    const last = await this.epochLog.latest();
-    const same = last && sameNodes(last.nodes, this.members);
-    if (!same) await this.newEpoch((last?.epoch ?? 0) + 1);
-    this.status = 'running';
+    for (const m of left) this.older.delete(m);
+    if (!this.accepted) {
+      if (this.joinDelivered) {
+        // the node that was to answer may be gone: ask again (a duplicate request is ignored)
+        if (left.length) await this.sendJoin();
+        this.pending.push(() => this.onConfchg(members, [], left));
+      }
+      return;
+    }
+    for (const m of left) {
+      const i = this.nodes.findIndex((n) => n.member === m);
+      if (i < 0) continue;
+      const gone = this.nodes[i].info;
+      this.nodes.splice(i, 1);
+      this.vdis.dropLocksOf(gone.nid);
+      this.log.warn({ node: gone.nid }, 'node left the cluster');
+      await this.membershipChanged();
+    }
+  }
+
+  private async sendJoin(): Promise<void> {
+    const msg: GroupMsg = { t: 'join', node: this.me, ctime: this.config?.ctime ?? 0, epoch: this.config ? this.epoch : 0 };
+    await this.group.mcast(pack(msg)).catch((e) => this.joinedReject(new Error(`cluster driver: ${(e as Error).message}`)));
+  }
+
+  private async onDeliver(from: string, raw: Buffer): Promise<void> {
+    let msg: GroupMsg;
+    try {
+      msg = unpack(raw) as GroupMsg;
+    } catch {
+      this.log.warn({ from }, 'undecodable cluster message ignored');
+      return;
+    }
+    if (!this.accepted) {
+      if (msg.t === 'join' && from === this.member) {
+        this.joinDelivered = true;
+        if (this.older.size === 0) await this.found();
+        return;
+      }
+      if (msg.t === 'join' && this.older.size === 0 && this.joinDelivered) {
+        await this.found(); // we are the oldest: found the cluster, then answer as its master
+      } else {
+        if (msg.t === 'welcome' && msg.to === this.member) return this.welcomed(msg);
+        if (msg.t === 'reject' && msg.to === this.member) {
+          this.log.error({ reason: msg.reason }, 'the cluster refused this node');
+          this.joinedReject(new Error(`the cluster refused this node: ${msg.reason}`));
+          return;
+        }
+        if (this.joinDelivered) this.pending.push(() => this.onDeliver(from, raw));
+        return;
+      }
+    }
+    switch (msg.t) {
+      case 'join':
+        return this.answerJoin(from, msg);
+      case 'welcome':
+        if (msg.to !== this.member && !this.nodes.some((n) => n.member === msg.to)) {
+          this.nodes.push({ member: msg.to, info: msg.node });
+          this.log.info({ node: msg.node.nid }, 'node joined the cluster');
+          await this.membershipChanged();
+        }
+        return;
+      case 'reject':
+        return;
+      case 'op':
+        return this.applyOp(from, msg);
+    }
+  }
+
+  /** The first sheep of a cluster starts from its own store. */
+  private async found(): Promise<void> {
+    this.accepted = true;
+    this.nodes = [{ member: this.member, info: this.me }];
+    this.log.info({ formatted: !!this.config, epoch: this.epoch }, 'this node founds the cluster');
+    await this.membershipChanged();
+    this.joinedResolve();
+  }
+
+  /** The oldest sheep answers join requests: state transfer, or a refusal with the reason. */
+  private async answerJoin(from: string, msg: Extract<GroupMsg, { t: 'join' }>): Promise<void> {
+    if (this.nodes[0]?.member !== this.member || this.nodes.some((n) => n.member === from)) return;
+    let reason: string | null = null;
+    if (this.nodes.some((n) => n.info.nid === msg.node.nid)) reason = `a node with address ${msg.node.nid} is already a member`;
+    else if (this.config && msg.ctime && msg.ctime !== this.config.ctime) {
+      reason = `the node belongs to another cluster (created ${new Date(msg.ctime).toISOString()}, this one ${new Date(this.config.ctime).toISOString()})`;
+    } else if (this.config && msg.ctime && msg.epoch > this.epoch) {
+      reason = `conflicting epoch history: the node has epoch ${msg.epoch}, the cluster ${this.epoch}`;
+    }
+    if (reason) {
+      this.log.warn({ node: msg.node.nid, reason }, 'join refused');
+      await this.group.mcast(pack({ t: 'reject', to: from, reason } satisfies GroupMsg));
+      return;
+    }
+    const snapshot: ClusterSnapshot = {
+      config: this.config,
+      status: this.status,
+      epoch: this.epoch,
+      history: this.config ? await this.epochLog.readAll() : [],
+      nodes: this.nodes,
+      vdis: this.vdis.exportState(),
+    };
+    await this.group.mcast(pack({ t: 'welcome', to: from, node: msg.node, snapshot } satisfies GroupMsg));
+  }
+
+  /** Our welcome: take over the cluster's state, replay what happened since, then count ourselves in. */
+  private async welcomed(msg: Extract<GroupMsg, { t: 'welcome' }>): Promise<void> {
+    const snap = msg.snapshot;
+    this.config = snap.config;
+    if (snap.config) await writeConfig(this.dir, snap.config);
+    await this.epochLog.clear();
+    for (const r of snap.history) await this.epochLog.append(r);
+    this.epoch = snap.epoch;
+    this.status = snap.status;
+    this.vdis.importState(snap.vdis);
+    this.nodes = [...snap.nodes];
+    this.accepted = true;
+    const replay = this.pending;
+    this.pending = [];
+    for (const ev of replay) await ev();
+    this.nodes.push({ member: this.member, info: this.me });
+    this.log.info({ nodes: this.nodes.map((n) => n.info.nid), epoch: this.epoch }, 'joined the cluster');
+    await this.membershipChanged();
+    if (this.config) await saveVdiState(this.dir, this.vdis.exportState());
+    this.joinedResolve();
+  }
+
+  private async membershipChanged(): Promise<void> {
+    if (!this.config) {
+      if (this.status !== 'shutdown') this.status = 'wait_format';
+    } else {
+      const last = await this.epochLog.latest();
+      if (!last || !sameNodes(last.nodes, this.members)) await this.newEpoch((last?.epoch ?? 0) + 1);
+      if (this.status !== 'shutdown') this.status = 'running';
+    }
+    const w = this.epochWaiters;
+    this.epochWaiters = [];
+    for (const f of w) f();
   }
 
   private async newEpoch(epoch: number): Promise<void> {
@@ -130,31 +325,29 @@ export class System {
     const seq = ++this.seq;
     return new Promise<T>((resolve, reject) => {
       this.waiting.set(seq, { resolve: resolve as (v: unknown) => void, reject });
-      const msg: OpMsg = { origin: this.me.nid, seq, op };
-      this.driver.notify(pack(msg)).catch((e) => {
+      const msg: GroupMsg = { t: 'op', seq, op };
+      this.group.mcast(pack(msg)).catch((e) => {
         this.waiting.delete(seq);
         reject(new SdError(Res.CLUSTER_ERROR, `cluster driver: ${(e as Error).message}`));
       });
     });
   }
 
-  private deliver(_from: NodeInfo, raw: Buffer): void {
-    const msg = unpack(raw) as OpMsg;
-    this.applyChain = this.applyChain.then(async () => {
-      let result: unknown;
-      let error: unknown = null;
-      try {
-        result = await this.apply(msg.op);
-      } catch (e) {
-        error = e;
-      }
-      if (msg.origin !== this.me.nid) return;
-      const w = this.waiting.get(msg.seq);
-      if (!w) return;
-      this.waiting.delete(msg.seq);
-      if (error) w.reject(error);
-      else w.resolve(result);
-    });
+  private async applyOp(from: string, msg: Extract<GroupMsg, { t: 'op' }>): Promise<void> {
+    let result: unknown;
+    let error: unknown = null;
+    try {
+      result = await this.apply(msg.op);
+      if (msg.op.kind !== 'format' && msg.op.kind !== 'shutdown' && this.config) await saveVdiState(this.dir, this.vdis.exportState());
+    } catch (e) {
+      error = e;
+    }
+    if (from !== this.member) return;
+    const w = this.waiting.get(msg.seq);
+    if (!w) return;
+    this.waiting.delete(msg.seq);
+    if (error) w.reject(error);
+    else w.resolve(result);
   }
 
   /** Applies one decision to this node's state (the same on every node). */

@@ -39,8 +39,12 @@ export interface GroupEvents {
 
 export interface GroupDriver {
   readonly name: string;
-  /** joins the group as `id`; the first confchg delivered afterwards contains it in `joined` */
-  start(id: string, events: GroupEvents): Promise<void>;
+  /** connects; returns this member's id in the group (`preferred` where the driver lets us choose) */
+  init(preferred: string): Promise<string>;
+  /** joins the group; the first confchg delivered afterwards contains this member in `joined` */
+  start(events: GroupEvents): Promise<void>;
   mcast(msg: Buffer): Promise<void>;
   stop(): Promise<void>;
+  /** set by the owner: called when the group is lost under us (the node must stop, not diverge) */
+  onLost: (why: string) => void;
 }

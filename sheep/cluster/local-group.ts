@@ -30,7 +30,10 @@ export class LocalGroup implements GroupDriver {
     });
   }
 
-  async start(id: string, events: GroupEvents): Promise<void> {
+  private id = '';
+
+  async init(preferred: string): Promise<string> {
+    this.id = preferred;
     await fs.mkdir(this.dir, { recursive: true });
     const { sock } = sequencerPaths(this.dir);
     let spawned = false;
@@ -49,7 +52,12 @@ export class LocalGroup implements GroupDriver {
         await new Promise((r) => setTimeout(r, 50));
       }
     }
+    return this.id;
+  }
+
+  async start(events: GroupEvents): Promise<void> {
     const s = this.sock;
+    if (!s) throw new Error('init() first');
     const split = new FrameSplitter();
     s.on('data', (chunk: Buffer) => {
       for (const raw of split.push(chunk)) {
@@ -60,7 +68,7 @@ export class LocalGroup implements GroupDriver {
     });
     s.on('close', () => { if (!this.stopping) this.onLost('the local cluster sequencer closed the connection'); });
     s.on('error', () => undefined);
-    s.write(frame({ t: 'hello', id }));
+    s.write(frame({ t: 'hello', id: this.id }));
   }
 
   async mcast(msg: Buffer): Promise<void> {

@@ -1,40 +1,18 @@
-// The `local` cluster driver: no external service. In this release it forms a one-node cluster
-// inside the sheep process; ordering is the order of notify() calls.
+// Cluster driver selection: `-c local[:DIR]` (sheep on one machine, no external service; DIR is
+// shared by the sheep of one cluster, default /tmp/sheepdog-local) or `-c corosync`.
 
-import type { ClusterDriver, ClusterHandlers, NodeInfo } from './driver.js';
+import { LocalGroup, DEFAULT_LOCAL_DIR } from './local-group.js';
+import { CorosyncGroup } from './corosync.js';
+import type { GroupDriver } from './driver.js';
 
-export class LocalDriver implements ClusterDriver {
-  readonly name = 'local';
-  private me: NodeInfo | null = null;
-  private handlers: ClusterHandlers | null = null;
-
-  async join(me: NodeInfo, handlers: ClusterHandlers): Promise<void> {
-    this.me = me;
-    this.handlers = handlers;
-    handlers.onJoin(me, [me]);
-  }
-
-  async notify(msg: Buffer): Promise<void> {
-    const { me, handlers } = this;
-    if (!me || !handlers) throw new Error('local driver: notify before join');
-    // deliver asynchronously, like a real driver, but in call order
-    await Promise.resolve();
-    handlers.onNotify(me, msg);
-  }
-
-  async leave(): Promise<void> {
-    const { me, handlers } = this;
-    this.me = null;
-    this.handlers = null;
-    if (me && handlers) handlers.onLeave(me, []);
-  }
-}
-
-export function createDriver(name: string): ClusterDriver {
+export function createDriver(spec: string): GroupDriver {
+  const [name, arg] = spec.split(/:(.*)/s, 2);
   switch (name) {
     case 'local':
-      return new LocalDriver();
+      return new LocalGroup(arg || DEFAULT_LOCAL_DIR);
+    case 'corosync':
+      return new CorosyncGroup(arg || 'sheepdog');
     default:
-      throw new Error(`unknown cluster driver '${name}' (available: local)`);
+      throw new Error(`unknown cluster driver '${spec}' (available: local[:DIR], corosync[:GROUP])`);
   }
 }

@@ -52,7 +52,9 @@ export class SheepProcess {
 
   async start(): Promise<this> {
     this.stderr = '';
-    const p = spawn(process.execPath, [SHEEP, '-f', '-l', 'warn', '-p', String(this.port), '-b', '127.0.0.1', ...this.extraArgs, this.dir], {
+    // each test cluster gets its own local-driver directory unless the test chose a driver
+    const cluster = this.extraArgs.includes('-c') ? [] : ['-c', `local:${this.dir}.cluster`];
+    const p = spawn(process.execPath, [SHEEP, '-f', '-l', 'warn', '-p', String(this.port), '-b', '127.0.0.1', ...cluster, ...this.extraArgs, this.dir], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     p.stderr!.on('data', (d: Buffer) => { this.stderr += d.toString(); });
@@ -114,6 +116,14 @@ export async function startSheep(opts: { copies?: number; lock?: boolean; format
 export async function destroySheep(s: SheepProcess): Promise<void> {
   await s.stop();
   await fs.rm(s.dir, { recursive: true, force: true });
+  await stopSequencer(`${s.dir}.cluster`);
+}
+
+/** The local driver's sequencer exits by itself when idle; tests stop it at once. */
+export async function stopSequencer(clusterDir: string): Promise<void> {
+  const pid = Number((await fs.readFile(path.join(clusterDir, 'seq.pid'), 'utf8').catch(() => '')).trim());
+  if (pid) try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ }
+  await fs.rm(clusterDir, { recursive: true, force: true });
 }
 
 export interface RunResult {

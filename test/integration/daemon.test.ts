@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { SHEEP, SheepProcess, freePort, tempDir, run, collie, startSheep, destroySheep, waitForPort } from '../helpers/sheep.js';
+import { SHEEP, SheepProcess, freePort, tempDir, run, collie, startSheep, destroySheep, waitForPort, stopSequencer } from '../helpers/sheep.js';
 import { SheepClient } from '../../lib/client.js';
 import { Op, Res, SdError } from '../../lib/proto.js';
 import { OpenVdi } from '../../lib/vdi-io.js';
@@ -35,13 +35,13 @@ test('without -f sheep daemonizes, returns once it serves, and writes its pid fi
   const port = await freePort();
   const pidfile = path.join(dir, 'sheep.pid');
   try {
-    const r = await run(process.execPath, [SHEEP, '-p', String(port), '-P', pidfile, path.join(dir, 'store')], undefined, 20000);
+    const r = await run(process.execPath, [SHEEP, '-p', String(port), '-P', pidfile, '-c', `local:${dir}/cluster`, path.join(dir, 'store')], undefined, 20000);
     assert.equal(r.code, 0, r.stderr);
     const pid = Number(await fs.readFile(pidfile, 'utf8'));
     assert.ok(pid > 0);
     await waitForPort(port, 2000);
     // a second daemon on the same store fails with the reason, in the foreground process
-    const again = await run(process.execPath, [SHEEP, '-p', String(await freePort()), path.join(dir, 'store')], undefined, 20000);
+    const again = await run(process.execPath, [SHEEP, '-p', String(await freePort()), '-c', `local:${dir}/cluster`, path.join(dir, 'store')], undefined, 20000);
     assert.equal(again.code, 1);
     assert.match(again.stderr, /already used by a running sheep/);
     process.kill(pid, 'SIGTERM');
@@ -51,6 +51,7 @@ test('without -f sheep daemonizes, returns once it serves, and writes its pid fi
     }
     await assert.rejects(fs.access(pidfile), 'pid file removed on stop');
   } finally {
+    await stopSequencer(`${dir}/cluster`);
     await fs.rm(dir, { recursive: true, force: true });
   }
 });

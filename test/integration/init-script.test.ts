@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { ROOT, SHEEP, freePort, tempDir, run, collie } from '../helpers/sheep.js';
+import { ROOT, SHEEP, freePort, tempDir, run, collie, stopSequencer } from '../helpers/sheep.js';
 
 test('the init script starts, reports status, restarts and stops sheep', async () => {
   const prefix = await tempDir('initd-');
@@ -16,7 +16,7 @@ test('the init script starts, reports status, restarts and stops sheep', async (
     'START=yes',
     `DIR=${path.join(prefix, 'store')}`,
     `SHEEP="${process.execPath} ${SHEEP}"`,
-    `SHEEP_OPTS="-p ${port} -b 127.0.0.1"`,
+    `SHEEP_OPTS="-p ${port} -b 127.0.0.1 -c local:${prefix}/cluster"`,
     `PIDFILE=${pidfile}`,
   ].join('\n') + '\n');
   const script = path.join(ROOT, 'init.d/sheepdog');
@@ -37,6 +37,7 @@ test('the init script starts, reports status, restarts and stops sheep', async (
     await assert.rejects(fs.access(pidfile));
   } finally {
     await sh('stop');
+    await stopSequencer(path.join(prefix, 'cluster'));
     await fs.rm(prefix, { recursive: true, force: true });
   }
 });

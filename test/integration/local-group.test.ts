@@ -16,14 +16,14 @@ function member(dir: string, id: string): { g: LocalGroup; seen: Seen; ready: Pr
   const seen: Seen = { events: [], members: [] };
   let resolve!: () => void;
   const ready = new Promise<void>((r) => { resolve = r; });
-  void g.start(id, {
+  void g.init(id).then(() => g.start({
     confchg: (members, joined, left) => {
       seen.members = members;
       seen.events.push(`confchg +${joined.join(',')} -${left.join(',')} =${members.join(',')}`);
       if (joined.includes(id)) resolve();
     },
     deliver: (from, msg) => seen.events.push(`${from}:${msg.toString()}`),
-  });
+  }));
   return { g, seen, ready };
 }
 
@@ -57,7 +57,7 @@ test('a member killed with SIGKILL leaves the group at once', async () => {
   const a = member(dir, 'a');
   await a.ready;
   const script = `import { LocalGroup } from ${JSON.stringify(path.join(ROOT, 'dist/sheep/cluster/local-group.js'))};
-    const g = new LocalGroup(${JSON.stringify(dir)}); await g.start('victim', { confchg() {}, deliver() {} }); setInterval(() => {}, 1000);`;
+    const g = new LocalGroup(${JSON.stringify(dir)}); await g.init('victim'); await g.start({ confchg() {}, deliver() {} }); setInterval(() => {}, 1000);`;
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: 'ignore' });
   await until(() => a.seen.members.includes('victim'));
   child.kill('SIGKILL');
