@@ -1,8 +1,16 @@
-// The gateway routes object I/O to the nodes that hold an object's replicas. This release runs
-// single-node clusters, so every replica is this node's store; the interface is what the VDI
-// layer and the op table use, so multi-node routing slots in here.
+// The gateway routes object I/O to the nodes that hold an object's replicas (DESIGN.md §4): writes
+// go to all N replicas in parallel and succeed only when all do; reads prefer this node's copy and
+// fail over; a replica that is unreachable or on another epoch makes the write wait for the
+// membership to settle and retry on the new placement. A replica that lacks an object being
+// written (it was placed there by a membership change and not recovered yet) gets a full copy
+// first, so clients never wait for background recovery.
 
+import { SheepClient } from '../lib/client.js';
+import { Op, Flag, Res, SdError, encodeObjReq } from '../lib/proto.js';
+import { Ring } from '../lib/ring.js';
 import type { ObjectStore } from './store.js';
+import type { NodeInfo } from './cluster/driver.js';
+import type { Logger } from './log.js';
 
 /** Object I/O as the VDI layer sees it: wherever the replicas are. */
 export interface ObjectIo {
@@ -13,30 +21,239 @@ export interface ObjectIo {
   exists(oid: bigint): Promise<boolean>;
 }
 
+export interface GatewayContext {
+  epoch(): number;
+  me(): NodeInfo;
+  /** the cluster's sheep */
+  nodes(): NodeInfo[];
+  /** how many copies an object has (its VDI's, else the cluster default) */
+  copies(oid: bigint): number;
+  objectSize(oid: bigint): number;
+  /** resolves at the next membership change (or after ms) */
+  membershipChange(ms: number): Promise<void>;
+}
+
+/** Errors after which the same request may succeed on the next epoch. */
+const RETRYABLE = new Set<number>([Res.NETWORK_ERROR, Res.OLD_NODE_VER, Res.NEW_NODE_VER, Res.AGAIN]);
+/** Payloads above this travel on a separate connection so small requests never queue behind them. */
+const BIG = 256 * 1024;
+const PEER_TIMEOUT_MS = 30_000;
+const RETRY_FOR_MS = 60_000;
+
+class PeerLink {
+  private small: Promise<SheepClient> | null = null;
+  private big: Promise<SheepClient> | null = null;
+  constructor(readonly node: NodeInfo) {}
+
+  private conn(big: boolean): Promise<SheepClient> {
+    const make = () => SheepClient.connect({ host: this.node.host, port: this.node.port }, 5000);
+    if (big) return (this.big ??= make());
+    return (this.small ??= make());
+  }
+
+  /** One request; connection trouble becomes NETWORK_ERROR and drops the connection. */
+  async request(header: Buffer, payload: Buffer | undefined, big: boolean): Promise<Buffer> {
+    let c: SheepClient;
+    try {
+      c = await this.conn(big);
+    } catch (e) {
+      this.drop(big);
+      throw new SdError(Res.NETWORK_ERROR, `cannot reach ${this.node.nid}: ${(e as Error).message}`);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const reply = await Promise.race([
+        c.send(header, payload),
+        new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error('timed out')), PEER_TIMEOUT_MS); }),
+      ]);
+      if (reply.rsp.result !== Res.SUCCESS) throw new SdError(reply.rsp.result);
+      return reply.data;
+    } catch (e) {
+      if (e instanceof SdError) throw e;
+      this.drop(big);
+      c.close();
+      throw new SdError(Res.NETWORK_ERROR, `${this.node.nid}: ${(e as Error).message}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private drop(big: boolean): void {
+    if (big) this.big = null;
+    else this.small = null;
+  }
+
+  close(): void {
+    for (const p of [this.small, this.big]) p?.then((c) => c.close(), () => undefined);
+    this.small = this.big = null;
+  }
+}
+
 export class Gateway implements ObjectIo {
-  constructor(private readonly store: ObjectStore, private readonly epoch: () => number) {}
+  private readonly peers = new Map<string, PeerLink>();
+  private ring: Ring<NodeInfo> | null = null;
+  private ringKey = '';
+
+  constructor(private readonly store: ObjectStore, private readonly ctx: GatewayContext, private readonly log: Logger) {}
+
+  private currentRing(): Ring<NodeInfo> {
+    const nodes = this.ctx.nodes();
+    const key = nodes.map((n) => `${n.nid}/${n.zone}/${n.vnodes}`).join(',');
+    if (!this.ring || key !== this.ringKey) {
+      this.ring = new Ring(nodes);
+      this.ringKey = key;
+      for (const [nid, p] of this.peers) if (!nodes.some((n) => n.nid === nid)) { p.close(); this.peers.delete(nid); }
+    }
+    return this.ring;
+  }
+
+  /** The nodes that should hold `oid` now. */
+  targets(oid: bigint): NodeInfo[] {
+    return this.currentRing().replicas(oid, Math.max(1, this.ctx.copies(oid)));
+  }
+
+  private isMe(n: NodeInfo): boolean {
+    return n.nid === this.ctx.me().nid;
+  }
+
+  private peer(n: NodeInfo): PeerLink {
+    let p = this.peers.get(n.nid);
+    if (!p) this.peers.set(n.nid, (p = new PeerLink(n)));
+    return p;
+  }
+
+  private peerRequest(n: NodeInfo, opcode: number, oid: bigint, offset: number, length: number, payload?: Buffer): Promise<Buffer> {
+    const h = encodeObjReq({
+      protoVer: 0, opcode, flags: payload ? Flag.CMD_WRITE : 0, epoch: this.ctx.epoch(), id: 0,
+      dataLength: payload ? payload.length : length, oid, cowOid: 0n, copies: 0, copyPolicy: 0, ecIndex: 0, tgtEpoch: 0,
+      offset: BigInt(offset),
+    });
+    return this.peer(n).request(h, payload, (payload?.length ?? length) > BIG);
+  }
+
+  // ------------------------------------------------------------------ per-node operations
+
+  private readOn(n: NodeInfo, oid: bigint, offset: number, length: number): Promise<Buffer> {
+    return this.isMe(n) ? this.store.read(oid, offset, length) : this.peerRequest(n, Op.READ_PEER, oid, offset, length);
+  }
+
+  private async existsOn(n: NodeInfo, oid: bigint): Promise<boolean> {
+    if (this.isMe(n)) return this.store.exists(oid);
+    try {
+      await this.peerRequest(n, Op.READ_PEER, oid, 0, 0);
+      return true;
+    } catch (e) {
+      if (e instanceof SdError && e.result === Res.NO_OBJ) return false;
+      throw e;
+    }
+  }
+
+  private createOn(n: NodeInfo, oid: bigint, offset: number, data: Buffer): Promise<unknown> {
+    return this.isMe(n) ? this.store.create(oid, offset, data, this.ctx.epoch()) : this.peerRequest(n, Op.CREATE_AND_WRITE_PEER, oid, offset, data.length, data);
+  }
+
+  private async writeOn(n: NodeInfo, oid: bigint, offset: number, data: Buffer): Promise<void> {
+    const once = () => (this.isMe(n) ? this.store.write(oid, offset, data, this.ctx.epoch()) : this.peerRequest(n, Op.WRITE_PEER, oid, offset, data.length, data));
+    try {
+      await once();
+    } catch (e) {
+      if (!(e instanceof SdError && e.result === Res.NO_OBJ)) throw e;
+      // this replica is new for the object: give it the whole object first, then the write
+      const full = await this.readAnywhere(oid, 0, this.ctx.objectSize(oid), n);
+      await this.createOn(n, oid, 0, full);
+      await once();
+      this.log.debug({ oid: oid.toString(16), node: n.nid }, 'object copied to a new replica on demand');
+    }
+  }
+
+  // ------------------------------------------------------------------ ObjectIo
+
+  /** Runs `op` on every replica; retries on a new placement after a membership change. */
+  private async replicated(oid: bigint, op: (n: NodeInfo) => Promise<unknown>): Promise<void> {
+    const deadline = Date.now() + RETRY_FOR_MS;
+    for (;;) {
+      const targets = this.targets(oid);
+      if (!targets.length) throw new SdError(Res.HALT, 'no node to store objects on');
+      const results = await Promise.allSettled(targets.map(op));
+      const errors = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+      if (!errors.length) return;
+      const fatal = errors.find((e) => !(e instanceof SdError) || !RETRYABLE.has(e.result));
+      if (fatal) throw fatal;
+      if (Date.now() > deadline) throw errors[0];
+      this.log.info({ oid: oid.toString(16), why: (errors[0] as Error).message }, 'a replica failed: waiting for the membership to settle');
+      await this.ctx.membershipChange(1000);
+    }
+  }
+
+  /** Reads from this node's copy if it should have one, else another replica, else any node. */
+  private async readAnywhere(oid: bigint, offset: number, length: number, except?: NodeInfo): Promise<Buffer> {
+    const deadline = Date.now() + RETRY_FOR_MS;
+    for (;;) {
+      const targets = this.targets(oid);
+      const order = [...targets.filter((n) => this.isMe(n)), ...targets.filter((n) => !this.isMe(n)),
+        ...this.ctx.nodes().filter((n) => !targets.includes(n))].filter((n) => n.nid !== except?.nid);
+      let retryable: unknown = null;
+      for (const n of order) {
+        try {
+          return await this.readOn(n, oid, offset, length);
+        } catch (e) {
+          if (e instanceof SdError && e.result === Res.NO_OBJ) continue;
+          if (e instanceof SdError && RETRYABLE.has(e.result)) { retryable = e; continue; }
+          throw e;
+        }
+      }
+      if (!retryable || Date.now() > deadline) throw new SdError(Res.NO_OBJ);
+      await this.ctx.membershipChange(1000);
+    }
+  }
 
   read(oid: bigint, offset: number, length: number): Promise<Buffer> {
-    return this.store.read(oid, offset, length);
+    return this.readAnywhere(oid, offset, length);
   }
 
   write(oid: bigint, offset: number, data: Buffer): Promise<void> {
-    return this.store.write(oid, offset, data, this.epoch());
+    return this.replicated(oid, (n) => this.writeOn(n, oid, offset, data));
   }
 
-  create(oid: bigint, offset: number, data: Buffer, cowFrom?: bigint): Promise<void> {
-    return this.store.create(oid, offset, data, this.epoch(), cowFrom);
+  async create(oid: bigint, offset: number, data: Buffer, cowFrom?: bigint): Promise<void> {
+    if (cowFrom === undefined) return this.replicated(oid, (n) => this.createOn(n, oid, offset, data));
+    // copy-on-write: the source may live on other nodes than the new object, so the gateway
+    // builds the whole new object (source + payload) and sends it to every replica
+    const full = await this.readAnywhere(cowFrom, 0, this.ctx.objectSize(oid));
+    data.copy(full, offset);
+    return this.replicated(oid, (n) => this.createOn(n, oid, 0, full));
   }
 
-  remove(oid: bigint): Promise<boolean> {
-    return this.store.remove(oid);
+  /** Removes every copy, also from nodes that hold one only because placement moved. */
+  async remove(oid: bigint): Promise<boolean> {
+    const results = await Promise.allSettled(this.ctx.nodes().map((n) =>
+      this.isMe(n) ? this.store.remove(oid) : this.peerRequest(n, Op.REMOVE_PEER, oid, 0, 0).then(() => true)));
+    return results.some((r) => r.status === 'fulfilled' && r.value);
   }
 
-  exists(oid: bigint): Promise<boolean> {
-    return this.store.exists(oid);
+  async exists(oid: bigint): Promise<boolean> {
+    for (const n of this.ctx.nodes()) {
+      try {
+        if (await this.existsOn(n, oid)) return true;
+      } catch { /* an unreachable node: ask the others */ }
+    }
+    return false;
   }
 
-  flushVdi(vid: number): Promise<void> {
-    return this.store.flushVdi(vid);
+  /** Makes the VDI's writes durable on every node. */
+  async flushVdi(vid: number): Promise<void> {
+    const oid = BigInt(vid) << 32n;
+    await this.replicatedAll((n) => (this.isMe(n) ? this.store.flushVdi(vid) : this.peerRequest(n, Op.FLUSH_PEER, oid, 0, 0)));
+  }
+
+  private async replicatedAll(op: (n: NodeInfo) => Promise<unknown>): Promise<void> {
+    const results = await Promise.allSettled(this.ctx.nodes().map(op));
+    const fatal = results.find((r) => r.status === 'rejected' && !(r.reason instanceof SdError && RETRYABLE.has(r.reason.result)));
+    if (fatal && fatal.status === 'rejected') throw fatal.reason;
+  }
+
+  close(): void {
+    for (const p of this.peers.values()) p.close();
+    this.peers.clear();
   }
 }

@@ -11,7 +11,11 @@ import {
 import { oidKind, oidToVid, dataOidToIdx, NR_VDIS } from '../lib/oid.js';
 import { SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT } from '../lib/inode.js';
 import { vdiAttr, type AttrRequest } from './vdi-attr.js';
-import { checkRange, objRead, objWrite, objCreate } from './object-io.js';
+import { checkRange, objRead, objWrite, objCreate, MAX_DATA_LENGTH } from './object-io.js';
+import { SD_INODE_SIZE } from '../lib/inode.js';
+
+/** Nothing a sheep stores is larger than a 2^31-byte object. */
+const MAX_OBJECT_SIZE = Math.max(2 ** 31, SD_INODE_SIZE);
 import { STATUS_TEXT, type System } from './system.js';
 import type { VdiEntry } from './vdi.js';
 
@@ -91,6 +95,51 @@ async function discardObj(sys: System, req: OpRequest): Promise<OpReply> {
 async function flushVdi(sys: System, req: OpRequest): Promise<OpReply> {
   const r = decodeObjReq(req.hdr);
   await sys.gateway.flushVdi(oidToVid(r.oid));
+  return {};
+}
+
+// ------------------------------------------------------------------ peer I/O (sheep to sheep, this node's store)
+
+/** Requests between sheep carry the sender's epoch: both sides must agree on the membership. */
+function peerReq(sys: System, req: OpRequest): ObjReq & { off: number } {
+  const r = decodeObjReq(req.hdr);
+  if (r.epoch < sys.epoch) throw new SdError(Res.OLD_NODE_VER);
+  if (r.epoch > sys.epoch) throw new SdError(Res.NEW_NODE_VER);
+  if (oidKind(r.oid) === null) throw new SdError(Res.INVALID_PARMS, `malformed oid ${r.oid.toString(16)}`);
+  if (r.dataLength > MAX_DATA_LENGTH || r.offset > BigInt(MAX_OBJECT_SIZE)) throw new SdError(Res.INVALID_PARMS, 'range too large');
+  return { ...r, off: Number(r.offset) };
+}
+
+async function readPeer(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = peerReq(sys, req);
+  if (r.dataLength === 0) {
+    if (!(await sys.store.exists(r.oid))) throw new SdError(Res.NO_OBJ);
+    return {};
+  }
+  return { data: await sys.store.read(r.oid, r.off, r.dataLength) };
+}
+
+async function writePeer(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = peerReq(sys, req);
+  await sys.store.write(r.oid, r.off, req.data, sys.epoch);
+  return {};
+}
+
+async function createPeer(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = peerReq(sys, req);
+  await sys.store.create(r.oid, r.off, req.data, sys.epoch);
+  return {};
+}
+
+async function removePeer(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = peerReq(sys, req);
+  await sys.store.remove(r.oid);
+  return {};
+}
+
+async function flushPeer(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = peerReq(sys, req);
+  await sys.store.flushVdi(oidToVid(r.oid));
   return {};
 }
 
@@ -264,6 +313,7 @@ async function lockForceRelease(sys: System, req: OpRequest): Promise<OpReply> {
 // ------------------------------------------------------------------ the table
 
 const g = (name: string, handler: OpDef['handler']): OpDef => ({ name, kind: 'gateway', needsFormat: true, handler });
+const p = (name: string, handler: OpDef['handler']): OpDef => ({ name, kind: 'peer', needsFormat: true, handler });
 const c = (name: string, handler: OpDef['handler'], needsFormat = true): OpDef => ({ name, kind: 'cluster', needsFormat, handler });
 const l = (name: string, handler: OpDef['handler'], needsFormat = true): OpDef => ({ name, kind: 'local', needsFormat, handler });
 
@@ -274,6 +324,11 @@ export const OPS: ReadonlyMap<number, OpDef> = new Map<number, OpDef>([
   [Op.REMOVE_OBJ, g('REMOVE_OBJ', removeObj)],
   [Op.DISCARD_OBJ, g('DISCARD_OBJ', discardObj)],
   [Op.FLUSH_VDI, g('FLUSH_VDI', flushVdi)],
+  [Op.READ_PEER, p('READ_PEER', readPeer)],
+  [Op.WRITE_PEER, p('WRITE_PEER', writePeer)],
+  [Op.CREATE_AND_WRITE_PEER, p('CREATE_AND_WRITE_PEER', createPeer)],
+  [Op.REMOVE_PEER, p('REMOVE_PEER', removePeer)],
+  [Op.FLUSH_PEER, p('FLUSH_PEER', flushPeer)],
   [Op.NEW_VDI, c('NEW_VDI', newVdi)],
   [Op.LOCK_VDI, c('LOCK_VDI', lockVdi)],
   [Op.RELEASE_VDI, c('RELEASE_VDI', releaseVdi)],

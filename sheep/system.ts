@@ -11,7 +11,8 @@ import { KeyedMutex } from './mutex.js';
 import {
   VdiTable, type ClusterDefaults, type NewVdiArgs, type NewVdiDecision, type BaseHeaderFields, type HeaderUpdate, type VdiEntry, type VdiState,
 } from './vdi.js';
-import { vidToVdiOid } from '../lib/oid.js';
+import { vidToVdiOid, oidToVid } from '../lib/oid.js';
+import { objectSize } from './object-io.js';
 import { SD_INODE_HEADER_SIZE, decodeInodeHeader, makeCtime } from '../lib/inode.js';
 import { EpochLog, type EpochRecord } from './epoch-log.js';
 import { readConfig, writeConfig, writeFileDurable, STORE_FORMAT_VERSION, type ClusterConfig } from './config.js';
@@ -114,7 +115,14 @@ export class System {
     private readonly group: GroupDriver,
     readonly log: Logger,
   ) {
-    this.gateway = new Gateway(store, () => this.epoch);
+    this.gateway = new Gateway(store, {
+      epoch: () => this.epoch,
+      me: () => this.me,
+      nodes: () => this.members,
+      copies: (oid) => this.vdis.get(oidToVid(oid))?.nrCopies || this.config?.copies || 1,
+      objectSize: (oid) => objectSize(this, oid),
+      membershipChange: (ms) => this.membershipChange(ms),
+    }, log);
     this.vdis = new VdiTable(this.gateway, log);
     this.vdis.onHeaderChange = async (update) => { await this.decide({ kind: 'header', update }); };
     this.epochLog = new EpochLog(dir);
