@@ -86,3 +86,18 @@ export function snapshotSpec(s: string | undefined): { tag: string; snapid: numb
 /** printf-style padding helpers. */
 export const padL = (s: string | number, w: number) => String(s).padStart(w, ' ');
 export const padR = (s: string | number, w: number) => String(s).padEnd(w, ' ');
+
+/** Runs `fn` against one specific node (not the cluster), mapping connection trouble to exit 2. */
+export async function onNode<T>(host: string, port: number, fn: (c: SheepClient) => Promise<T>): Promise<T> {
+  let c: SheepClient;
+  try {
+    c = await SheepClient.connect({ host, port });
+  } catch (e) {
+    throw new CliError(`failed to connect to ${host}:${port}: ${(e as Error).message}`, EXIT_SYSFAIL);
+  }
+  try {
+    return await fn(c);
+  } finally {
+    c.close();
+  }
+}

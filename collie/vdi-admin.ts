@@ -1,12 +1,14 @@
 // collie vdi setattr / getattr / lock / check.
 
-import { SheepClient } from '../lib/client.js';
 import { Op, Res, SdError } from '../lib/proto.js';
 import { OpenVdi } from '../lib/vdi-io.js';
 import { vidToVdiOid, vidToDataOid, oidHex } from '../lib/oid.js';
 import type { AttrReply } from '../sheep/vdi-attr.js';
 import type { LockInfo } from '../sheep/vdi.js';
-import { CliError, EXIT_EXISTS, EXIT_MISSING, EXIT_SYSFAIL, withClient, out, reason, snapshotSpec, padL, padR, type ConnOpts } from './common.js';
+import { CliError, EXIT_EXISTS, EXIT_MISSING, withClient, out, reason, snapshotSpec, padL, padR, onNode, type ConnOpts } from './common.js';
+import { Ring } from '../lib/ring.js';
+import { SD_INODE_SIZE } from '../lib/inode.js';
+import { hasObject } from './vdi.js';
 import { nodeList } from './node.js';
 import { resolveVid } from './vdi-family.js';
 
@@ -77,27 +79,6 @@ export async function vdiLockUnlock(name: string, o: ConnOpts & { snapshot?: str
 
 // ------------------------------------------------------------------ check
 
-async function presentOn(nodes: Array<{ host: string; port: number }>, oid: bigint): Promise<Array<{ addr: string; has: boolean }>> {
-  return Promise.all(nodes.map(async (n) => {
-    const addr = `${n.host}:${n.port}`;
-    let c: SheepClient;
-    try {
-      c = await SheepClient.connect({ host: n.host, port: n.port });
-    } catch (e) {
-      throw new CliError(`failed to connect to ${addr}: ${(e as Error).message}`, EXIT_SYSFAIL);
-    }
-    try {
-      await c.readObj(oid, 0, 0);
-      return { addr, has: true };
-    } catch (e) {
-      if (e instanceof SdError && e.result === Res.NO_OBJ) return { addr, has: false };
-      throw new CliError(`failed to look up ${oidHex(oid)} on ${addr}: ${reason(e)}`, EXIT_SYSFAIL);
-    } finally {
-      c.close();
-    }
-  }));
-}
-
 /**
  * Checks that the inode and every object the VDI maps are present and its header is consistent.
  * With one node (or copies >= nodes) every node must hold each object. A missing object can only be
@@ -117,25 +98,34 @@ export async function vdiCheck(name: string, o: ConnOpts & { snapshot?: string; 
     const problems: string[] = [];
     if (v.header.vdiId !== vid || v.header.name !== name) problems.push(`inode ${oidHex(vidToVdiOid(vid))} names ${v.header.name}/${v.header.vdiId.toString(16)}`);
     const oids = [vidToVdiOid(vid), ...[...v.map.entries()].filter(([, owner]) => owner).map(([idx, owner]) => vidToDataOid(owner, idx))];
-    const want = Math.min(v.header.nrCopies, nodes.length);
+    const copies = v.header.nrCopies;
+    const ring = new Ring(nodes);
+    let missingReplicas = 0;
     let lost = 0;
     for (const oid of oids) {
-      const where = await presentOn(nodes, oid);
-      const holders = where.filter((w) => w.has).length;
-      if (holders >= want) continue;
-      for (const w of where.filter((x) => !x.has)) out(`[${w.addr}] oid ${oidHex(oid)} is missing.\n`);
-      if (holders === 0) lost++;
+      const targets = nodes.length < copies ? nodes : ring.replicas(oid, copies);
+      const has = await Promise.all(nodes.map((n) => hasObject(n.host, n.port, oid)));
+      const holders = nodes.filter((_, i) => has[i]);
+      const missing = targets.filter((t) => !holders.includes(t));
+      if (!missing.length) continue;
+      for (const m of missing) out(`[${m.host}:${m.port}] oid ${oidHex(oid)} is missing.\n`);
+      missingReplicas += missing.length;
+      if (o.exist) continue;
+      if (!holders.length) { lost++; continue; }
+      const size = oid >> 63n ? SD_INODE_SIZE : 2 ** v.header.blockSizeShift;
+      const data = await onNode(holders[0].host, holders[0].port, (c) => c.peerRead(oid, 0, size));
+      for (const m of missing) await onNode(m.host, m.port, (c) => c.peerCreate(oid, data));
+      out(`fixed missing ${oidHex(oid)}\n`);
     }
+    for (const p of problems) out(`${p}\n`);
     if (o.exist) {
-      if (lost || problems.length) {
-        for (const p of problems) out(`${p}\n`);
-        out(`${name} lost ${lost} object(s).\n`);
+      if (missingReplicas || problems.length) {
+        out(`${name} lost ${missingReplicas} object(s).\n`);
         throw new CliError('', 1);
       }
       out(`${name} is fine, no object is missing.\n`);
       return;
     }
-    for (const p of problems) out(`${p}\n`);
     if (lost) throw new CliError(`${name}: ${lost} object(s) have no replica left to repair from`, 1);
     out(`finish check&repair ${name}\n`);
   });

@@ -10,8 +10,9 @@ import {
   ctimeSeconds, type InodeHeader,
 } from '../lib/inode.js';
 import {
-  CliError, EXIT_SYSFAIL, EXIT_USAGE, withClient, out, reason, shortTime, snapshotSpec, padL, padR, type ConnOpts,
+  CliError, EXIT_SYSFAIL, EXIT_USAGE, withClient, out, reason, shortTime, snapshotSpec, padL, padR, onNode, type ConnOpts,
 } from './common.js';
+import { Ring } from '../lib/ring.js';
 import { nodeList } from './node.js';
 
 // ------------------------------------------------------------------ create
@@ -278,25 +279,20 @@ export async function vdiObject(sub: string, name: string, o: ConnOpts & { index
     if (nodes.nodes.length < copies) {
       out(`\nBecause number of nodes (${nodes.nodes.length}) is less than number of copies (${copies}), the object should be located at every nodes.\n`);
     } else {
-      out(`\nAccording to sheepdog algorithm, the object should be located at:\n${nodes.nodes.slice(0, copies).map((n) => `${n.host}:${n.port}`).join(' ')}\n`);
+      const where = new Ring(nodes.nodes).replicas(oid, copies);
+      out(`\nAccording to sheepdog algorithm, the object should be located at:\n${where.map((n) => `${n.host}:${n.port}`).join(' ')}\n`);
     }
   });
 }
 
 async function hasObject(host: string, port: number, oid: bigint): Promise<boolean> {
-  let c: SheepClient;
-  try {
-    c = await SheepClient.connect({ host, port });
-  } catch {
-    throw new CliError(`failed to connect to ${host}:${port}`, EXIT_SYSFAIL);
-  }
-  try {
-    await c.readObj(oid, 0, 0);
-    return true;
-  } catch (e) {
-    if (e instanceof SdError && e.result === Res.NO_OBJ) return false;
-    throw new CliError(`failed to look up ${oidHex(oid)} on ${host}:${port}: ${reason(e)}`, EXIT_SYSFAIL);
-  } finally {
-    c.close();
-  }
+  return onNode(host, port, async (c) => {
+    try {
+      return await c.hasLocalObject(oid);
+    } catch (e) {
+      throw new CliError(`failed to look up ${oidHex(oid)} on ${host}:${port}: ${reason(e)}`, EXIT_SYSFAIL);
+    }
+  });
 }
+
+export { hasObject };

@@ -135,6 +135,33 @@ export class SheepClient {
     check(rsp);
   }
 
+  /**
+   * Whether this sheep's own store holds `oid` (not the cluster: a node-local probe for collie's
+   * vdi object/check). Peer requests with epoch 0 come from tools and skip the epoch check.
+   */
+  async hasLocalObject(oid: bigint): Promise<boolean> {
+    try {
+      await this.peerRead(oid, 0, 0);
+      return true;
+    } catch (e) {
+      if (e instanceof SdError && e.result === Res.NO_OBJ) return false;
+      throw e;
+    }
+  }
+
+  /** Reads from this sheep's own copy of an object (repair source). */
+  async peerRead(oid: bigint, offset: number, length: number): Promise<Buffer> {
+    const { rsp, data } = await this.send(this.objHeader(Op.READ_PEER, 0, oid, length, offset));
+    check(rsp);
+    return data;
+  }
+
+  /** Writes a whole replica into this sheep's own store (repair). */
+  async peerCreate(oid: bigint, data: Buffer): Promise<void> {
+    const { rsp } = await this.send(this.objHeader(Op.CREATE_AND_WRITE_PEER, Flag.CMD_WRITE, oid, data.length, 0), data);
+    check(rsp);
+  }
+
   async flushVdi(vid: number): Promise<void> {
     const { rsp } = await this.send(this.objHeader(Op.FLUSH_VDI, 0, (1n << 63n) | (BigInt(vid) << 32n), 0, 0));
     check(rsp);

@@ -100,10 +100,13 @@ async function flushVdi(sys: System, req: OpRequest): Promise<OpReply> {
 
 // ------------------------------------------------------------------ peer I/O (sheep to sheep, this node's store)
 
-/** Requests between sheep carry the sender's epoch: both sides must agree on the membership. */
+/**
+ * Requests between sheep carry the sender's epoch: both sides must agree on the membership.
+ * Epoch 0 marks an operator's tool (collie vdi object/check), which addresses one node on purpose.
+ */
 function peerReq(sys: System, req: OpRequest): ObjReq & { off: number } {
   const r = decodeObjReq(req.hdr);
-  if (r.epoch < sys.epoch) throw new SdError(Res.OLD_NODE_VER);
+  if (r.epoch !== 0 && r.epoch < sys.epoch) throw new SdError(Res.OLD_NODE_VER);
   if (r.epoch > sys.epoch) throw new SdError(Res.NEW_NODE_VER);
   if (oidKind(r.oid) === null) throw new SdError(Res.INVALID_PARMS, `malformed oid ${r.oid.toString(16)}`);
   if (r.dataLength > MAX_DATA_LENGTH || r.offset > BigInt(MAX_OBJECT_SIZE)) throw new SdError(Res.INVALID_PARMS, 'range too large');
