@@ -1,0 +1,197 @@
+// Many sheep, one cluster: the same suite on the local driver and on a real corosync. Membership,
+// epochs, N-way replication, a node killed under a write stream, concurrent VDI creation, and
+// refusal of a node from another cluster.
+
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { SheepProcess, freePort, tempDir, collie, stopSequencer } from '../helpers/sheep.js';
+import { startCorosync, corosyncAvailable, type Corosync } from '../helpers/corosync.js';
+import { cpgAvailable } from '../../native/cpg.js';
+import { SheepClient } from '../../lib/client.js';
+import { OpenVdi } from '../../lib/vdi-io.js';
+import { Op, Res, SdError } from '../../lib/proto.js';
+import { oidHex } from '../../lib/oid.js';
+import type { NodeListReply, StatClusterReply } from '../../sheep/ops.js';
+
+const MB = 1 << 20;
+
+interface Cluster {
+  sheep: SheepProcess[];
+  add(zone: number): Promise<SheepProcess>;
+  stop(): Promise<void>;
+}
+
+async function startCluster(driver: 'local' | 'corosync', n: number): Promise<Cluster> {
+  const base = await tempDir('cluster-');
+  let corosync: Corosync | null = null;
+  const spec = driver === 'local' ? `local:${base}/group` : `corosync:sheeptest-${crypto.randomBytes(4).toString('hex')}`;
+  if (driver === 'corosync') corosync = await startCorosync();
+  const sheep: SheepProcess[] = [];
+  const add = async (zone: number) => {
+    const s = await new SheepProcess(path.join(base, `s${zone}`), await freePort(), ['-c', spec, '-z', String(zone)]).start();
+    sheep.push(s);
+    return s;
+  };
+  for (let i = 0; i < n; i++) await add(i);
+  return {
+    sheep,
+    add,
+    async stop() {
+      for (const s of sheep) await s.stop();
+      if (driver === 'local') await stopSequencer(`${base}/group`);
+      await corosync?.stop();
+      await fs.rm(base, { recursive: true, force: true });
+    },
+  };
+}
+
+async function control<T>(s: SheepProcess, op: number, arg?: unknown): Promise<T> {
+  const c = await s.client();
+  try {
+    return await c.control<T>(op, arg);
+  } finally {
+    c.close();
+  }
+}
+
+async function until(cond: () => Promise<boolean>, ms = 15000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function holders(cl: Cluster, file: string): Promise<number> {
+  let n = 0;
+  for (const s of cl.sheep) if (s.alive && await fs.access(path.join(s.dir, 'obj', file)).then(() => true, () => false)) n++;
+  return n;
+}
+
+function suite(driver: 'local' | 'corosync', skip: string | false): void {
+  describe(`a cluster on the ${driver} driver`, { skip }, () => {
+    let cl: Cluster;
+    before(async () => { cl = await startCluster(driver, 4); });
+    after(async () => { await cl?.stop(); });
+
+    test('every node lists all nodes and the same epoch after format --copies=3', async () => {
+      const f = await collie(cl.sheep[1].port, ['cluster', 'format', '--copies=3']);
+      assert.equal(f.code, 0, f.stderr);
+      const views = await Promise.all(cl.sheep.map((s) => control<NodeListReply>(s, Op.GET_NODE_LIST)));
+      for (const v of views) assert.deepEqual(v.nodes.map((n) => n.nid), cl.sheep.map((s) => `127.0.0.1:${s.port}`));
+      const stats = await Promise.all(cl.sheep.map((s) => control<StatClusterReply>(s, Op.STAT_CLUSTER)));
+      assert.ok(stats.every((st) => st.epoch === stats[0].epoch && st.status === 'running'));
+      const lists = await Promise.all(cl.sheep.map((s) => collie(s.port, ['node', 'list', '-r'])));
+      assert.ok(lists.every((l) => l.stdout.toString() === lists[0].stdout.toString()));
+    });
+
+    test('objects written through one node are on exactly 3 stores and readable through every other', async () => {
+      const c0 = await cl.sheep[0].client();
+      const data = crypto.randomBytes(24 * MB);
+      try {
+        const vid = await c0.newVdi('spread', 64n * BigInt(MB));
+        const v = await OpenVdi.open(c0, vid);
+        await v.write(0, data);
+        for (let idx = 0; idx < 6; idx++) {
+          assert.equal(await holders(cl, oidHex((BigInt(vid) << 32n) | BigInt(idx))), 3, `object ${idx}`);
+        }
+        assert.equal(await holders(cl, oidHex((1n << 63n) | (BigInt(vid) << 32n))), 3, 'the inode');
+        for (const s of cl.sheep.slice(1)) {
+          const c = await s.client();
+          try {
+            const r = await OpenVdi.open(c, await c.getVdiInfo('spread'));
+            assert.ok((await r.read(0, 24 * MB)).equals(data), `read through ${s.port}`);
+          } finally {
+            c.close();
+          }
+        }
+      } finally {
+        c0.close();
+      }
+    });
+
+    test('100 creates of distinct names through different nodes succeed with distinct vids; of one name exactly one does', async () => {
+      const clients = await Promise.all(cl.sheep.map((s) => s.client()));
+      try {
+        const vids = await Promise.all(Array.from({ length: 100 }, (_, i) => clients[i % clients.length].newVdi(`par-${i}`, BigInt(MB))));
+        assert.equal(new Set(vids).size, 100);
+        const same = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => clients[i % clients.length].newVdi('only-one', BigInt(MB))));
+        assert.equal(same.filter((r) => r.status === 'fulfilled').length, 1);
+        for (const r of same) if (r.status === 'rejected') assert.equal((r.reason as SdError).result, Res.VDI_EXIST);
+      } finally {
+        for (const c of clients) c.close();
+      }
+    });
+
+    test('a node killed with SIGKILL under a write stream: no client error, epoch bumps, node list drops it, data intact', async () => {
+      const writer = cl.sheep[0];
+      const victim = cl.sheep[2];
+      const before = await control<StatClusterReply>(writer, Op.STAT_CLUSTER);
+      const c = await writer.client();
+      const chunks: Buffer[] = [];
+      try {
+        const v = await OpenVdi.open(c, await c.newVdi('stream', 128n * BigInt(MB)));
+        for (let i = 0; i < 96; i++) {
+          if (i === 20) await victim.kill9();
+          const b = crypto.randomBytes(MB);
+          chunks.push(b);
+          await v.write(i * MB, b);
+        }
+        await c.flushVdi(v.vid);
+      } finally {
+        c.close();
+      }
+      await until(async () => (await control<StatClusterReply>(writer, Op.STAT_CLUSTER)).epoch > before.epoch);
+      const list = await control<NodeListReply>(writer, Op.GET_NODE_LIST);
+      assert.ok(!list.nodes.some((n) => n.port === victim.port));
+      assert.equal(list.nodes.length, 3);
+      const reader = await cl.sheep[3].client();
+      try {
+        const r = await OpenVdi.open(reader, await reader.getVdiInfo('stream'));
+        assert.ok((await r.read(0, 96 * MB)).equals(Buffer.concat(chunks)));
+      } finally {
+        reader.close();
+      }
+    });
+
+    test('collie node info and cluster info answer through any node', async () => {
+      for (const s of cl.sheep.filter((x) => x.alive)) {
+        const info = await collie(s.port, ['cluster', 'info']);
+        assert.equal(info.code, 0);
+        assert.match(info.stdout.toString(), /running/);
+        const ni = await collie(s.port, ['node', 'info', '-r']);
+        assert.equal(ni.code, 0, ni.stderr);
+        assert.equal(ni.stdout.toString().trim().split('\n').length, 4);
+      }
+    });
+  });
+}
+
+suite('local', false);
+const coroSkip = !corosyncAvailable() ? 'needs root and Debian\'s corosync' : !cpgAvailable().ok ? `the CPG addon is not built: ${(cpgAvailable() as { reason: string }).reason}` : false;
+suite('corosync', coroSkip);
+
+test('a node formatted in another cluster is refused with the reason', async () => {
+  const a = await startCluster('local', 1);
+  const b = await startCluster('local', 1);
+  try {
+    await collie(a.sheep[0].port, ['cluster', 'format', '--copies=1']);
+    await collie(b.sheep[0].port, ['cluster', 'format', '--copies=1']);
+    // b's store joins a's group
+    const stranger = b.sheep[0];
+    await stranger.stop();
+    const group = path.join(path.dirname(a.sheep[0].dir), 'group');
+    const intruder = new SheepProcess(stranger.dir, await freePort(), ['-c', `local:${group}`, '-z', '9']);
+    await assert.rejects(intruder.start(), /refused this node: the node belongs to another cluster/);
+    const nodes = await control<NodeListReply>(a.sheep[0], Op.GET_NODE_LIST);
+    assert.equal(nodes.nodes.length, 1);
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+});
+
+
