@@ -59,7 +59,11 @@ export async function clusterInfo(o: ConnOpts & { verbose?: boolean }): Promise<
   } else {
     out('\n');
   }
-  if (!raw) out(`Cluster created at ${ctimeString(st.ctime)}\n\n`);
+  if (!raw) out(`Cluster created at ${ctimeString(st.ctime)}\n`);
+  if (!raw && st.zones < st.copies) {
+    out(`Cluster has ${st.zones} zone(s) for ${st.copies} copies: every object is stored once in each zone until more zones join\n`);
+  }
+  if (!raw) out('\n');
   if (!raw) out('Epoch Time           Version [Host:Port:V-Nodes,,,]\n');
   for (const h of st.history) {
     const nodes = h.nodes.map((n) => `${n.host}:${n.port}:${n.vnodes}`).join(', ');

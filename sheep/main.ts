@@ -13,6 +13,7 @@ import { ObjectStore } from './store.js';
 import { System } from './system.js';
 import { Listener } from './listener.js';
 import { createDriver } from './cluster/local.js';
+import { fnv1a64 } from '../lib/fnv.js';
 import { NbdServer, parseCidrList, type NbdConfig } from './nbd-server.js';
 import type { GroupDriver, NodeInfo } from './cluster/driver.js';
 
@@ -50,6 +51,16 @@ function nbdAddress(v: string | true, bindaddr: string | undefined): { host: str
   return { host, port };
 }
 
+/**
+ * Without --zone a node's zone is its address (IPv4 as a little-endian u32, as Sheepdog does), so
+ * sheep sharing a machine share a failure domain and replicas go to different machines.
+ */
+function defaultZone(host: string): number {
+  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(host);
+  if (m) return (Number(m[1]) | (Number(m[2]) << 8) | (Number(m[3]) << 16) | (Number(m[4]) << 24)) >>> 0;
+  return Number(fnv1a64(host) & 0xffffffffn);
+}
+
 function intArg(min: number, max: number) {
   return (v: string): number => {
     const n = Number(v);
@@ -71,7 +82,7 @@ function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
     .option('-P, --pidfile <file>', 'write the daemon pid to this file')
     .addOption(new Option('-l, --log-level <level>', 'log level').choices([...LOG_LEVELS]).default('info'))
     .option('-c, --cluster <driver>', 'cluster driver: local[:DIR] (sheep on this machine sharing DIR, default /tmp/sheepdog-local) or corosync[:GROUP]', 'local')
-    .option('-z, --zone <zone>', 'zone id: replicas go to distinct zones', intArg(0, 2 ** 32 - 1))
+    .option('-z, --zone <zone>', 'zone id: replicas go to distinct zones (default: derived from the address, so one zone per machine)', intArg(0, 2 ** 32 - 1))
     .option('-V, --vnodes <n>', 'virtual nodes on the placement ring', intArg(1, 65535), 64)
     .option('--nbd [[host:]port]', 'serve VDIs over NBD (default port 10809): export NAME, or NAME@TAG / NAME@SNAPID read-only')
     .option('--nbd-socket <path>', 'serve NBD on this Unix socket too')
@@ -157,7 +168,7 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   const store = await ObjectStore.open(dir, log);
   parts.store = store;
   const port = o.port;
-  const me: NodeInfo = { nid: `${host}:${port}`, host, port, zone: o.zone ?? 0, vnodes: o.vnodes };
+  const me: NodeInfo = { nid: `${host}:${port}`, host, port, zone: o.zone ?? defaultZone(host), vnodes: o.vnodes };
   const group = createDriver(o.cluster);
   parts.group = group;
   const sys = new System(dir, me, store, group, log);

@@ -277,6 +277,8 @@ export interface StatClusterReply {
   blockSizeShift: number;
   lock: boolean;
   nodes: number;
+  /** distinct zones among the nodes: replicas go to distinct zones */
+  zones: number;
   history: Array<{ epoch: number; time: number; nodes: Array<{ host: string; port: number; vnodes: number }> }>;
 }
 
@@ -292,6 +294,7 @@ async function statCluster(sys: System): Promise<OpReply> {
     blockSizeShift: c?.blockSizeShift ?? 0,
     lock: c?.lock ?? false,
     nodes: sys.members.length,
+    zones: new Set(sys.members.map((n) => n.zone)).size,
     history: c ? (await sys.epochHistory()).reverse() : [],
   };
   return reply(r);

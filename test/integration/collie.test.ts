@@ -48,7 +48,7 @@ test('cluster format sets copies and starts epoch 1', async () => {
   const info = (await collie(sheep.port, ['cluster', 'info'])).stdout.toString();
   assert.match(info, /^Cluster status: running, auto-recovery enabled\n\nCluster created at .+\n\nEpoch Time {11}Version \[Host:Port:V-Nodes,,,\]\n\d{4}-\d\d-\d\d \d\d:\d\d:\d\d {6}1 \[127\.0\.0\.1:\d+:64\]\n$/);
   const nl = (await collie(sheep.port, ['node', 'list', '-r'])).stdout.toString();
-  assert.equal(nl, `0 127.0.0.1:${sheep.port} 64 0\n`);
+  assert.equal(nl, `0 127.0.0.1:${sheep.port} 64 16777343\n`, 'the default zone is the address, as in Sheepdog');
 });
 
 test('collie round trip: 200 MiB of random data written to a 256 MiB VDI reads back identical', async () => {
