@@ -1,35 +1,42 @@
 #!/usr/bin/env bash
-# Starts a working local cluster: builds the project if needed, starts sheep on 127.0.0.1:7000 with
-# an NBD export on 127.0.0.1:10809 (store in ./run/sheep0) and the embedded `local` driver, and formats
-# it on first start. Stop it with:  collie cluster shutdown   (or ./scripts/quickstart.sh stop)
+# Starts a working local cluster: builds the project if needed, then 3 sheep on 127.0.0.1:7000-7002
+# (stores in ./run/sheep0..2, one zone each) joined by the embedded `local` driver (no external
+# service), formatted with --copies=3 on first start; sheep 0 also exports NBD on 127.0.0.1:10809.
+# Stop it with:  ./scripts/quickstart.sh stop   (collie cluster shutdown)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-PORT=${PORT:-7000}
+NODES=${NODES:-3}
+BASE_PORT=${PORT:-7000}
 NBD_PORT=${NBD_PORT:-10809}
-DIR=${DIR:-$PWD/run/sheep0}
-COPIES=${COPIES:-1}
+RUN=${RUN:-$PWD/run}
+COPIES=${COPIES:-3}
 collie() { node dist/collie/main.js "$@"; }
 if [ "${1:-}" = stop ]; then
-  collie cluster shutdown -p "$PORT" && echo "cluster stopped"
+  collie cluster shutdown -p "$BASE_PORT" && echo "cluster stopped"
   exit 0
 fi
-mkdir -p "$DIR"
-if ! collie cluster info -p "$PORT" >/dev/null 2>&1; then
-  node dist/sheep/main.js -p "$PORT" -c local -P "$DIR/sheep.pid" --socket "$DIR/sock" \
-    --nbd "127.0.0.1:$NBD_PORT" --nbd-socket "$DIR/nbd.sock" "$DIR"
+mkdir -p "$RUN"
+for i in $(seq 0 $((NODES - 1))); do
+  port=$((BASE_PORT + i))
+  dir="$RUN/sheep$i"
+  if ! collie node list -p "$port" >/dev/null 2>&1; then
+    extra=()
+    [ "$i" = 0 ] && extra=(--nbd "127.0.0.1:$NBD_PORT" --nbd-socket "$RUN/nbd.sock" --socket "$RUN/sheep.sock")
+    node dist/sheep/main.js -p "$port" -b 127.0.0.1 -z "$i" -c "local:$RUN/cluster" -P "$dir/sheep.pid" "${extra[@]}" "$dir"
+  fi
+done
+if collie cluster info -p "$BASE_PORT" | grep -q 'Waiting for cluster to be formatted'; then
+  collie cluster format --copies="$COPIES" -p "$BASE_PORT"
 fi
-if collie cluster info -p "$PORT" | grep -q 'Waiting for cluster to be formatted'; then
-  collie cluster format --copies="$COPIES" -p "$PORT"
-fi
-collie cluster info -p "$PORT"
-collie node list -p "$PORT"
+collie cluster info -p "$BASE_PORT"
+collie node list -p "$BASE_PORT"
 cat <<MSG
 
-The cluster is up on 127.0.0.1:$PORT (store $DIR). Try:
+The cluster is up: $NODES sheep on 127.0.0.1:$BASE_PORT.., $COPIES copies of every object. Try:
   node dist/collie/main.js vdi create disk 1G
   head -c 10M /dev/urandom | node dist/collie/main.js vdi write disk
   node dist/collie/main.js vdi list
-  qemu-img info nbd://127.0.0.1:$NBD_PORT/disk       # NBD export (also nbd+unix:///disk?socket=$DIR/nbd.sock)
+  qemu-img info nbd://127.0.0.1:$NBD_PORT/disk      # NBD export (also nbd+unix:///disk?socket=$RUN/nbd.sock)
 Stop it with: ./scripts/quickstart.sh stop
 MSG
