@@ -157,6 +157,19 @@ function suite(driver: 'local' | 'corosync', skip: string | false): void {
       }
     });
 
+    test('a node that comes back joins under a new epoch and serves the data', async () => {
+      const dead = cl.sheep.find((x) => !x.alive)!;
+      const before = await control<StatClusterReply>(cl.sheep[0], Op.STAT_CLUSTER);
+      await dead.start();
+      await until(async () => (await control<NodeListReply>(cl.sheep[0], Op.GET_NODE_LIST)).nodes.length === 4);
+      const after = await control<StatClusterReply>(dead, Op.STAT_CLUSTER);
+      assert.ok(after.epoch > before.epoch);
+      assert.equal(after.epoch, (await control<StatClusterReply>(cl.sheep[0], Op.STAT_CLUSTER)).epoch);
+      const r = await collie(dead.port, ['vdi', 'read', 'spread', '0', '1M']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.length, MB);
+    });
+
     test('collie node info and cluster info answer through any node', async () => {
       for (const s of cl.sheep.filter((x) => x.alive)) {
         const info = await collie(s.port, ['cluster', 'info']);
@@ -164,8 +177,14 @@ function suite(driver: 'local' | 'corosync', skip: string | false): void {
         assert.match(info.stdout.toString(), /running/);
         const ni = await collie(s.port, ['node', 'info', '-r']);
         assert.equal(ni.code, 0, ni.stderr);
-        assert.equal(ni.stdout.toString().trim().split('\n').length, 4);
+        assert.equal(ni.stdout.toString().trim().split('\n').length, 5);
       }
+    });
+
+    test('collie cluster shutdown stops every sheep', async () => {
+      const r = await collie(cl.sheep[1].port, ['cluster', 'shutdown']);
+      assert.equal(r.code, 0, r.stderr);
+      await until(async () => cl.sheep.every((x) => !x.alive), 15000);
     });
   });
 }
