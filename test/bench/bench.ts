@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { SheepProcess, freePort, collie, run, waitForPort, ROOT } from '../helpers/sheep.js';
+import { SheepProcess, freePort, collie, run, waitForPort, stopSequencer, ROOT } from '../helpers/sheep.js';
 import { SheepClient } from '../../lib/client.js';
 import { Op } from '../../lib/proto.js';
 
@@ -16,7 +16,6 @@ const GIB = 1 << 30;
 const RANDOM_SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 
 interface FioResult { mbps: number; iops: number; p50us: number; p99us: number }
-interface Row { workload: string; ours: FioResult; base: FioResult }
 
 let fioOut = '';
 
@@ -57,6 +56,47 @@ async function timeIt(fn: () => Promise<void>): Promise<number> {
 const f1 = (n: number) => n.toFixed(1);
 const ratio = (a: number, b: number) => (b > 0 ? `${(a / b).toFixed(2)}x` : 'n/a');
 
+interface Config {
+  label: string;
+  nodes: number;
+  copies: number;
+}
+
+const CONFIGS: Config[] = [
+  { label: '1 node / 1 copy', nodes: 1, copies: 1 },
+  { label: '3 nodes / 3 copies', nodes: 3, copies: 3 },
+];
+
+/** Targets from the original Sheepdog 1.0 (C) on this kind of machine: 3 nodes, 3 copies, one disk. */
+const SHEEPDOG_1_0 = { newVdi: 105, overwrite: 170, read: 300 };
+
+async function startCluster(work: string, cfg: Config, nbdPort: number): Promise<SheepProcess[]> {
+  const sheep: SheepProcess[] = [];
+  for (let i = 0; i < cfg.nodes; i++) {
+    const args = ['-c', `local:${work}/cluster-${cfg.nodes}`, '-z', String(i), '-l', 'warn'];
+    if (i === 0) args.push('--nbd', `127.0.0.1:${nbdPort}`);
+    sheep.push(await new SheepProcess(path.join(work, `c${cfg.nodes}-s${i}`), await freePort(), args).start());
+  }
+  const c = await SheepClient.connect({ port: sheep[0].port });
+  await c.control(Op.MAKE_FS, { copies: cfg.copies });
+  await c.newVdi('bench', BigInt(GIB));
+  c.close();
+  return sheep;
+}
+
+async function collieTimes(port: number, data: string): Promise<{ newVdi: number; overwrite: number; read: number }> {
+  const ck = async (args: string[], input?: { file: string }) => {
+    const r = await collie(port, args, input);
+    if (r.code !== 0) throw new Error(`collie ${args.join(' ')}: ${r.stderr}`);
+  };
+  await ck(['vdi', 'create', 'cli', '256M']);
+  const tNew = await timeIt(() => ck(['vdi', 'write', 'cli'], { file: data }));
+  const tOver = await timeIt(() => ck(['vdi', 'write', 'cli'], { file: data }));
+  const tRead = await timeIt(async () => { await run('/bin/sh', ['-c', `node "${path.join(ROOT, 'dist/collie/main.js')}" vdi read cli -p ${port} > /dev/null`]); });
+  const mbps = (t: number) => (256 * MB) / 1e6 / t;
+  return { newVdi: mbps(tNew), overwrite: mbps(tOver), read: mbps(tRead) };
+}
+
 async function main(): Promise<void> {
   for (const tool of ['fio', 'qemu-nbd']) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`${tool} is missing (scripts/bench.sh installs it)`);
@@ -64,16 +104,10 @@ async function main(): Promise<void> {
   const work = await fs.mkdtemp(path.join(ROOT, 'run', 'bench-'));
   fioOut = path.join(work, 'fio.json');
   const procs: ChildProcess[] = [];
-  let sheep: SheepProcess | null = null;
+  const all: SheepProcess[] = [];
   try {
-    // ---- ours: one sheep, one copy, NBD export of a 1 GiB VDI
-    const nbdPort = await freePort();
-    sheep = await new SheepProcess(path.join(work, 'sheep0'), await freePort(), ['--nbd', `127.0.0.1:${nbdPort}`, '-l', 'warn']).start();
-    const c = await SheepClient.connect({ port: sheep.port });
-    await c.control(Op.MAKE_FS, { copies: 1 });
-    await c.newVdi('bench', BigInt(GIB));
-    c.close();
-    const ours = await workloads(`nbd://127.0.0.1:${nbdPort}/bench`);
+    const data = path.join(work, 'random256.raw');
+    await fs.writeFile(data, crypto.randomBytes(256 * MB));
 
     // ---- baseline: qemu-nbd exporting a raw file on the same disk
     const rawFile = path.join(work, 'baseline.raw');
@@ -86,42 +120,44 @@ async function main(): Promise<void> {
     const base = await workloads(`nbd://127.0.0.1:${qport}/bench`);
     q.kill('SIGTERM');
 
-    // ---- collie vdi write/read of 256 MiB of random data
-    const data = path.join(work, 'random256.raw');
-    await fs.writeFile(data, crypto.randomBytes(256 * MB));
-    const ck = async (args: string[], input?: { file: string }) => {
-      const r = await collie(sheep!.port, args, input);
-      if (r.code !== 0) throw new Error(`collie ${args.join(' ')}: ${r.stderr}`);
-    };
-    await ck(['vdi', 'create', 'cli', '256M']);
-    const tNew = await timeIt(() => ck(['vdi', 'write', 'cli'], { file: data }));
-    const tOver = await timeIt(() => ck(['vdi', 'write', 'cli'], { file: data }));
-    const tRead = await timeIt(async () => { await run('/bin/sh', ['-c', `node "${path.join(ROOT, 'dist/collie/main.js')}" vdi read cli -p ${sheep!.port} > /dev/null`]); });
-    const mbps = (t: number) => (256 * MB) / 1e6 / t;
+    const results: Array<{ cfg: Config; nbd: Record<string, FioResult>; cli: { newVdi: number; overwrite: number; read: number } }> = [];
+    for (const cfg of CONFIGS) {
+      const nbdPort = await freePort();
+      const sheep = await startCluster(work, cfg, nbdPort);
+      all.push(...sheep);
+      const nbd = await workloads(`nbd://127.0.0.1:${nbdPort}/bench`);
+      const cli = await collieTimes(sheep[0].port, data);
+      results.push({ cfg, nbd, cli });
+      for (const s of sheep) await s.stop();
+    }
 
-    const rows: Row[] = Object.keys(ours).map((w) => ({ workload: w, ours: ours[w], base: base[w] }));
     const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
     console.log(`# sheepdog-ts benchmark (${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} cores ${cpu}, ${Math.round(os.totalmem() / GIB)} GiB, node ${process.version})`);
     console.log('');
-    console.log('NBD export, 1 sheep / 1 copy, vs qemu-nbd on a raw file on the same disk (fio, nbd engine):');
+    console.log('NBD export (fio, nbd engine) vs qemu-nbd on a raw file on the same disk, measured in this run:');
     console.log('');
-    console.log('| workload | MB/s | IOPS | p50 µs | p99 µs | baseline MB/s | baseline IOPS | baseline p50 µs | baseline p99 µs | ratio |');
-    console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
-    for (const r of rows) {
-      console.log(`| ${r.workload} | ${f1(r.ours.mbps)} | ${Math.round(r.ours.iops)} | ${Math.round(r.ours.p50us)} | ${Math.round(r.ours.p99us)} | ` +
-        `${f1(r.base.mbps)} | ${Math.round(r.base.iops)} | ${Math.round(r.base.p50us)} | ${Math.round(r.base.p99us)} | ${ratio(r.ours.iops, r.base.iops)} |`);
+    console.log('| cluster | workload | MB/s | IOPS | p50 µs | p99 µs | baseline MB/s | baseline IOPS | baseline p50 µs | baseline p99 µs | ratio |');
+    console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const r of results) {
+      for (const w of Object.keys(r.nbd)) {
+        const o = r.nbd[w], b = base[w];
+        console.log(`| ${r.cfg.label} | ${w} | ${f1(o.mbps)} | ${Math.round(o.iops)} | ${Math.round(o.p50us)} | ${Math.round(o.p99us)} | ` +
+          `${f1(b.mbps)} | ${Math.round(b.iops)} | ${Math.round(b.p50us)} | ${Math.round(b.p99us)} | ${ratio(o.iops, b.iops)} |`);
+      }
     }
     console.log('');
-    console.log('collie vdi write / read of 256 MiB of random data, 1 sheep / 1 copy:');
+    console.log('collie vdi write / read of 256 MiB of random data (MB/s), against the original Sheepdog 1.0 on this kind of machine:');
     console.log('');
-    console.log('| operation | seconds | MB/s |');
-    console.log('|---|---:|---:|');
-    console.log(`| write into a new VDI | ${tNew.toFixed(2)} | ${f1(mbps(tNew))} |`);
-    console.log(`| overwrite | ${tOver.toFixed(2)} | ${f1(mbps(tOver))} |`);
-    console.log(`| read | ${tRead.toFixed(2)} | ${f1(mbps(tRead))} |`);
+    console.log('| cluster | write into a new VDI | overwrite | read |');
+    console.log('|---|---:|---:|---:|');
+    for (const r of results) console.log(`| ${r.cfg.label} | ${f1(r.cli.newVdi)} | ${f1(r.cli.overwrite)} | ${f1(r.cli.read)} |`);
+    const three = results.find((r) => r.cfg.nodes === 3)!.cli;
+    console.log(`| Sheepdog 1.0, 3 nodes / 3 copies | ${SHEEPDOG_1_0.newVdi} | ${SHEEPDOG_1_0.overwrite} | ${SHEEPDOG_1_0.read} |`);
+    console.log(`| ratio (3 nodes) | ${ratio(three.newVdi, SHEEPDOG_1_0.newVdi)} | ${ratio(three.overwrite, SHEEPDOG_1_0.overwrite)} | ${ratio(three.read, SHEEPDOG_1_0.read)} |`);
   } finally {
     for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
-    if (sheep) await sheep.stop();
+    for (const s of all) await s.stop();
+    for (const cfg of CONFIGS) await stopSequencer(`${work}/cluster-${cfg.nodes}`);
     await fs.rm(work, { recursive: true, force: true });
   }
 }
