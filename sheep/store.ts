@@ -184,6 +184,7 @@ export class ObjectStore {
    * `offset`, and the file is renamed into place. A failure leaves nothing half-written behind.
    */
   async create(oid: bigint, offset: number, data: Buffer, epoch: number, cowFrom?: bigint): Promise<void> {
+    if (cowFrom === undefined && (await this.createNew(oid, offset, data, epoch))) return;
     const tmp = path.join(this.tmpDir, `${oidHex(oid)}.${crypto.randomBytes(4).toString('hex')}`);
     try {
       if (cowFrom !== undefined) {
@@ -212,6 +213,36 @@ export class ObjectStore {
     this.dirDirty = true;
     this.markDirty(oid);
     this.rememberEpoch(oid, epoch);
+  }
+
+  /**
+   * The common case, an object that does not exist yet: written in place (no temp file, no rename;
+   * the epoch xattr is set while the data is written). Returns false when the object exists (then
+   * it is replaced atomically instead). A failed write removes the file: nothing maps an object
+   * before its create has succeeded, so a partial one is never read.
+   */
+  private async createNew(oid: bigint, offset: number, data: Buffer, epoch: number): Promise<boolean> {
+    const file = this.pathOf(oid);
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(file, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw fsErrorResult(e);
+    }
+    try {
+      await Promise.all([data.length ? writeAll(fh, data, offset) : undefined, setAttribute(file, XATTR_EPOCH, epochBytes(epoch))]);
+    } catch (e) {
+      await fh.close().catch(() => undefined);
+      await fs.rm(file, { force: true }).catch(() => undefined);
+      throw fsErrorResult(e);
+    }
+    await fh.close();
+    await this.fds.drop(oid);
+    this.dirDirty = true;
+    this.markDirty(oid);
+    this.rememberEpoch(oid, epoch);
+    return true;
   }
 
   async remove(oid: bigint): Promise<boolean> {

@@ -19,7 +19,13 @@ interface FioResult { mbps: number; iops: number; p50us: number; p99us: number }
 
 let fioOut = '';
 
+/** Every timed phase starts with no dirty data from the previous one still being written back. */
+function settle(): void {
+  spawnSync('sync');
+}
+
 async function fio(uri: string, rw: string, bs: string, depth: number, opts: { size?: string; seconds?: number }): Promise<FioResult> {
+  settle();
   // fio's nbd engine chats on stdout: the JSON goes to a file
   const args = ['--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${rw}`, `--bs=${bs}`, `--iodepth=${depth}`,
     '--output-format=json', `--output=${fioOut}`, `--size=${opts.size ?? '1G'}`, '--randrepeat=0', '--norandommap'];
@@ -90,8 +96,11 @@ async function collieTimes(port: number, data: string): Promise<{ newVdi: number
     if (r.code !== 0) throw new Error(`collie ${args.join(' ')}: ${r.stderr}`);
   };
   await ck(['vdi', 'create', 'cli', '256M']);
+  settle();
   const tNew = await timeIt(() => ck(['vdi', 'write', 'cli'], { file: data }));
+  settle();
   const tOver = await timeIt(() => ck(['vdi', 'write', 'cli'], { file: data }));
+  settle();
   const tRead = await timeIt(async () => { await run('/bin/sh', ['-c', `node "${path.join(ROOT, 'dist/collie/main.js')}" vdi read cli -p ${port} > /dev/null`]); });
   const mbps = (t: number) => (256 * MB) / 1e6 / t;
   return { newVdi: mbps(tNew), overwrite: mbps(tOver), read: mbps(tRead) };
