@@ -1,25 +1,14 @@
 // collie cluster: format, info, shutdown.
 
-import readline from 'node:readline/promises';
 import { Op, Res, SdError } from '../lib/proto.js';
 import type { StatClusterReply } from '../sheep/ops.js';
-import { CliError, EXIT_SYSFAIL, withClient, out, reason, ctimeString, shortTime, padL, type ConnOpts } from './common.js';
+import { CliError, EXIT_SYSFAIL, withClient, out, reason, ctimeString, shortTime, padL, confirm, type ConnOpts } from './common.js';
 
 export interface FormatOpts extends ConnOpts {
   copies: number;
   blockSizeShift: number;
   lock: boolean;
   force: boolean;
-}
-
-async function confirm(question: string): Promise<boolean> {
-  if (!process.stdin.isTTY) return false;
-  const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
-  try {
-    return (await rl.question(`${question} [yes/no]: `)).trim() === 'yes';
-  } finally {
-    rl.close();
-  }
 }
 
 export async function clusterFormat(o: FormatOpts): Promise<void> {

@@ -1,5 +1,6 @@
 // Shared plumbing of collie commands: connection options, errors with exit codes, output helpers.
 
+import readline from 'node:readline/promises';
 import { SheepClient } from '../lib/client.js';
 import { SdError, resultText } from '../lib/proto.js';
 import { parseSize } from '../lib/units.js';
@@ -99,5 +100,16 @@ export async function onNode<T>(host: string, port: number, fn: (c: SheepClient)
     return await fn(c);
   } finally {
     c.close();
+  }
+}
+
+/** Asks on the terminal; without one (scripts, CI) the answer is no. */
+export async function confirm(question: string): Promise<boolean> {
+  if (!process.stdin.isTTY) return false;
+  const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
+  try {
+    return (await rl.question(`${question} [yes/no]: `)).trim() === 'yes';
+  } finally {
+    rl.close();
   }
 }

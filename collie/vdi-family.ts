@@ -1,26 +1,15 @@
 // collie vdi snapshot / clone / rollback / resize / tree / graph: the VDI family, driven with
 // exactly the requests QEMU's driver uses, so images made by collie and by QEMU mix freely.
 
-import readline from 'node:readline/promises';
 import { SheepClient } from '../lib/client.js';
 import { Res, SdError } from '../lib/proto.js';
 import { formatSize } from '../lib/units.js';
 import { OpenVdi } from '../lib/vdi-io.js';
 import { vidToVdiOid } from '../lib/oid.js';
 import { InodeOff, SD_INODE_HEADER_SIZE, maxVdiSize, decodeInodeHeader, ctimeSeconds, type InodeHeader } from '../lib/inode.js';
-import { CliError, EXIT_USAGE, withClient, out, reason, shortTime, snapshotSpec, padL } from './common.js';
+import { CliError, EXIT_USAGE, withClient, out, reason, shortTime, snapshotSpec, padL, confirm } from './common.js';
 import type { ConnOpts } from './common.js';
 import { allInodes } from './vdi.js';
-
-export async function confirm(question: string): Promise<boolean> {
-  if (!process.stdin.isTTY) return false;
-  const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
-  try {
-    return (await rl.question(`${question} [yes/no]: `)).trim() === 'yes';
-  } finally {
-    rl.close();
-  }
-}
 
 function openError(name: string, snap: string | undefined, e: unknown): CliError {
   const { tag, snapid } = snapshotSpec(snap);

@@ -14,6 +14,7 @@
 
 import crypto from 'node:crypto';
 import zlib from 'node:zlib';
+import { ByteQueue } from './byte-queue.js';
 
 export const BACKUP_MAGIC = 'SDBKUP01';
 export const REC_DATA = 1;
@@ -81,41 +82,6 @@ export async function baseDigest(count: number, objectSize: number, objectAt: (i
 }
 
 export class BackupFormatError extends Error {}
-
-/** Bytes received but not parsed yet: kept as a list so big records are assembled with one copy. */
-class ByteQueue {
-  private chunks: Buffer[] = [];
-  length = 0;
-
-  push(b: Buffer): void {
-    if (b.length) { this.chunks.push(b); this.length += b.length; }
-  }
-
-  /** The first k bytes (k <= length), copying only what straddles chunks. */
-  peek(k: number): Buffer {
-    if (this.chunks[0].length >= k) return this.chunks[0].subarray(0, k);
-    const parts: Buffer[] = [];
-    let got = 0;
-    for (const c of this.chunks) {
-      parts.push(c);
-      got += c.length;
-      if (got >= k) break;
-    }
-    return Buffer.concat(parts).subarray(0, k);
-  }
-
-  take(k: number): Buffer {
-    const out = this.peek(k);
-    let left = k;
-    while (left > 0) {
-      const c = this.chunks[0];
-      if (c.length <= left) { this.chunks.shift(); left -= c.length; }
-      else { this.chunks[0] = c.subarray(left); left = 0; }
-    }
-    this.length -= k;
-    return out;
-  }
-}
 
 /** Incremental parser: feed bytes, get the header and records out; checks every checksum. */
 export class BackupReader {

@@ -1,6 +1,7 @@
 // Splits a byte stream into 48-byte headers and their payloads with a single copy of each payload.
 
 import { SD_HEADER_SIZE } from './proto.js';
+import { ByteQueue } from './byte-queue.js';
 
 /**
  * `payloadLength(header)` says how many payload bytes follow a header (it may throw to reject the
@@ -8,8 +9,7 @@ import { SD_HEADER_SIZE } from './proto.js';
  * arriving in 64 KiB pieces is assembled once, not re-concatenated per chunk.
  */
 export class FrameReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private readonly q = new ByteQueue();
   private header: Buffer | null = null;
   private need = SD_HEADER_SIZE;
 
@@ -19,14 +19,13 @@ export class FrameReader {
   ) {}
 
   get bufferedBytes(): number {
-    return this.buffered;
+    return this.q.length;
   }
 
   push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    while (this.buffered >= this.need) {
-      const bytes = this.take(this.need);
+    this.q.push(chunk);
+    while (this.q.length >= this.need) {
+      const bytes = this.q.take(this.need);
       if (this.header === null) {
         const len = this.payloadLength(bytes);
         if (len === 0) {
@@ -42,30 +41,6 @@ export class FrameReader {
         this.onFrame(h, bytes);
       }
     }
-  }
-
-  private take(n: number): Buffer {
-    const first = this.chunks[0];
-    if (first.length >= n) {
-      // common case: the frame lies inside one chunk; hand out a view, no copy
-      const out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-      this.buffered -= n;
-      return out;
-    }
-    const out = Buffer.allocUnsafe(n);
-    let off = 0;
-    while (off < n) {
-      const c = this.chunks[0];
-      const k = Math.min(c.length, n - off);
-      c.copy(out, off, 0, k);
-      off += k;
-      if (k === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(k);
-    }
-    this.buffered -= n;
-    return out;
   }
 }
 

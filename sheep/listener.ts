@@ -2,7 +2,7 @@
 // op table, and answers each as soon as it completes (out of order, matched by id).
 
 import net from 'node:net';
-import fs from 'node:fs/promises';
+import { listenTcp, listenUnix } from './net-listen.js';
 import { Flag, Res, SdError, SD_PROTO_VER, decodePrefix, encodeRsp, opName, resultName } from '../lib/proto.js';
 import { FrameReader } from '../lib/frame.js';
 import { OPS, type OpReply, type OpRequest } from './ops.js';
@@ -22,11 +22,7 @@ export class Listener {
   constructor(private readonly sys: System, private readonly log: Logger) {}
 
   async listenTcp(host: string | undefined, port: number): Promise<number> {
-    const srv = net.createServer((s) => this.accept(s));
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen({ host, port }, () => { srv.off('error', reject); resolve(); });
-    });
+    const srv = await listenTcp((s) => this.accept(s), host, port);
     this.servers.push(srv);
     const addr = srv.address() as net.AddressInfo;
     this.log.info({ host: addr.address, port: addr.port }, 'listening');
@@ -34,13 +30,7 @@ export class Listener {
   }
 
   async listenUnix(path: string): Promise<void> {
-    await fs.rm(path, { force: true });
-    const srv = net.createServer((s) => this.accept(s));
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen(path, () => { srv.off('error', reject); resolve(); });
-    });
-    this.servers.push(srv);
+    this.servers.push(await listenUnix((s) => this.accept(s), path));
     this.log.info({ path }, 'listening on unix socket');
   }
 

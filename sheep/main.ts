@@ -13,6 +13,7 @@ import { ObjectStore } from './store.js';
 import { System } from './system.js';
 import { Listener } from './listener.js';
 import { createDriver } from './cluster/local.js';
+import { processAlive as alive } from './cluster/local-sequencer.js';
 import { fnv1a64 } from '../lib/fnv.js';
 import { NbdServer, parseCidrList, type NbdConfig } from './nbd-server.js';
 import type { GroupDriver, NodeInfo } from './cluster/driver.js';
@@ -114,15 +115,6 @@ async function takeStoreLock(dir: string): Promise<string> {
     }
   }
   throw new Error(`cannot take the store lock ${file}`);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function run(dir: string, o: SheepOptions, ready: (err?: string) => void): Promise<void> {

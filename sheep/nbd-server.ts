@@ -3,9 +3,10 @@
 // with the same copy-on-write and inode map updates QEMU's sheepdog driver does.
 
 import net from 'node:net';
-import fs from 'node:fs/promises';
 import { Res, SdError } from '../lib/proto.js';
 import { OpenVdi } from '../lib/vdi-io.js';
+import { ByteQueue } from '../lib/byte-queue.js';
+import { listenTcp, listenUnix } from './net-listen.js';
 import { localTransport } from './object-io.js';
 import type { System } from './system.js';
 import type { Logger } from './log.js';
@@ -71,18 +72,16 @@ function blocked(list: net.BlockList, address: string): boolean {
 
 class ConnectionClosed extends Error {}
 
-/** Exact-length reads from a socket, with the socket paused while nobody is reading. */
+/** Exact-length reads from a socket, with the socket paused while too much is buffered. */
 class SocketReader {
-  private chunks: Buffer[] = [];
-  private length = 0;
+  private readonly q = new ByteQueue();
   private waiter: (() => void) | null = null;
   private closed = false;
 
   constructor(private readonly sock: net.Socket) {
     sock.on('data', (d: Buffer) => {
-      this.chunks.push(d);
-      this.length += d.length;
-      if (this.length > 2 * NBD_MAX_REQUEST) sock.pause();
+      this.q.push(d);
+      if (this.q.length > 2 * NBD_MAX_REQUEST) sock.pause();
       this.wake();
     });
     sock.on('close', () => { this.closed = true; this.wake(); });
@@ -96,30 +95,13 @@ class SocketReader {
   }
 
   async read(n: number): Promise<Buffer> {
-    while (this.length < n) {
+    while (this.q.length < n) {
       if (this.closed) throw new ConnectionClosed();
       this.sock.resume();
       await new Promise<void>((r) => { this.waiter = r; });
     }
-    let out: Buffer;
-    if (this.chunks[0].length >= n) {
-      out = this.chunks[0].subarray(0, n);
-      this.chunks[0] = this.chunks[0].subarray(n);
-      if (!this.chunks[0].length) this.chunks.shift();
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let off = 0;
-      while (off < n) {
-        const c = this.chunks[0];
-        const k = Math.min(c.length, n - off);
-        c.copy(out, off, 0, k);
-        off += k;
-        if (k === c.length) this.chunks.shift();
-        else this.chunks[0] = c.subarray(k);
-      }
-    }
-    this.length -= n;
-    if (this.length < NBD_MAX_REQUEST) this.sock.resume();
+    const out = this.q.take(n);
+    if (this.q.length < NBD_MAX_REQUEST) this.sock.resume();
     return out;
   }
 }
@@ -153,23 +135,12 @@ export class NbdServer {
   constructor(private readonly sys: System, private readonly cfg: NbdConfig, private readonly log: Logger) {}
 
   async listenTcp(host: string | undefined, port: number): Promise<void> {
-    const srv = net.createServer((s) => this.accept(s));
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen({ host, port }, () => { srv.off('error', reject); resolve(); });
-    });
-    this.servers.push(srv);
+    this.servers.push(await listenTcp((s) => this.accept(s), host, port));
     this.log.info({ host, port }, 'NBD export listening');
   }
 
   async listenUnix(path: string): Promise<void> {
-    await fs.rm(path, { force: true });
-    const srv = net.createServer((s) => this.accept(s));
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen(path, () => { srv.off('error', reject); resolve(); });
-    });
-    this.servers.push(srv);
+    this.servers.push(await listenUnix((s) => this.accept(s), path));
     this.log.info({ path }, 'NBD export listening on unix socket');
   }
 

@@ -49,7 +49,8 @@ export function sequencerPaths(dir: string): { sock: string; lock: string } {
   return { sock: path.join(dir, 'seq.sock'), lock: path.join(dir, 'seq.pid') };
 }
 
-function alive(pid: number): boolean {
+/** Whether a pid names a live process (stale pid/lock files name dead ones). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -67,7 +68,7 @@ function takeLock(lock: string): boolean {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       const pid = Number(fs.readFileSync(lock, 'utf8').trim());
-      if (pid && alive(pid)) return false;
+      if (pid && processAlive(pid)) return false;
       fs.rmSync(lock, { force: true });
     }
   }
