@@ -2,7 +2,7 @@
 // op table, and answers each as soon as it completes (out of order, matched by id).
 
 import net from 'node:net';
-import { listenTcp, listenUnix } from './net-listen.js';
+import { SocketServer } from './net-listen.js';
 import { Flag, Res, SdError, SD_PROTO_VER, decodePrefix, encodeRsp, opName, resultName } from '../lib/proto.js';
 import { FrameReader } from '../lib/frame.js';
 import { OPS, type OpReply, type OpRequest } from './ops.js';
@@ -15,33 +15,23 @@ const MAX_INFLIGHT_PER_CONN = 64;
 /** Unsent reply bytes on one connection before we stop reading from it. */
 const MAX_UNSENT_BYTES = 64 * 1024 * 1024;
 
-export class Listener {
-  private readonly servers: net.Server[] = [];
-  private readonly sockets = new Set<net.Socket>();
-
-  constructor(private readonly sys: System, private readonly log: Logger) {}
+export class Listener extends SocketServer {
+  constructor(private readonly sys: System, private readonly log: Logger) {
+    super();
+  }
 
   async listenTcp(host: string | undefined, port: number): Promise<number> {
-    const srv = await listenTcp((s) => this.accept(s), host, port);
-    this.servers.push(srv);
-    const addr = srv.address() as net.AddressInfo;
+    const addr = await this.bindTcp(host, port);
     this.log.info({ host: addr.address, port: addr.port }, 'listening');
     return addr.port;
   }
 
   async listenUnix(path: string): Promise<void> {
-    this.servers.push(await listenUnix((s) => this.accept(s), path));
+    await this.bindUnix(path);
     this.log.info({ path }, 'listening on unix socket');
   }
 
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await Promise.all(this.servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
-  }
-
-  private accept(sock: net.Socket): void {
-    this.sockets.add(sock);
-    sock.setNoDelay?.(true);
+  protected accept(sock: net.Socket): void {
     let inflight = 0;
     let paused = false;
     const peer = sock.remoteAddress ? `${sock.remoteAddress}:${sock.remotePort}` : 'unix';
@@ -79,7 +69,6 @@ export class Listener {
     });
     sock.on('drain', throttle);
     sock.on('error', (e) => this.log.debug({ peer, err: e.message }, 'connection error'));
-    sock.on('close', () => this.sockets.delete(sock));
   }
 
   private async dispatch(hdr: Buffer, data: Buffer): Promise<OpReply> {

@@ -6,7 +6,7 @@ import net from 'node:net';
 import { Res, SdError } from '../lib/proto.js';
 import { OpenVdi } from '../lib/vdi-io.js';
 import { ByteQueue } from '../lib/byte-queue.js';
-import { listenTcp, listenUnix } from './net-listen.js';
+import { SocketServer } from './net-listen.js';
 import { localTransport } from './object-io.js';
 import type { System } from './system.js';
 import type { Logger } from './log.js';
@@ -128,31 +128,22 @@ function errnoOf(e: unknown): number {
   return E.IO;
 }
 
-export class NbdServer {
-  private readonly servers: net.Server[] = [];
-  private readonly sockets = new Set<net.Socket>();
-
-  constructor(private readonly sys: System, private readonly cfg: NbdConfig, private readonly log: Logger) {}
+export class NbdServer extends SocketServer {
+  constructor(private readonly sys: System, private readonly cfg: NbdConfig, private readonly log: Logger) {
+    super();
+  }
 
   async listenTcp(host: string | undefined, port: number): Promise<void> {
-    this.servers.push(await listenTcp((s) => this.accept(s), host, port));
+    await this.bindTcp(host, port);
     this.log.info({ host, port }, 'NBD export listening');
   }
 
   async listenUnix(path: string): Promise<void> {
-    this.servers.push(await listenUnix((s) => this.accept(s), path));
+    await this.bindUnix(path);
     this.log.info({ path }, 'NBD export listening on unix socket');
   }
 
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await Promise.all(this.servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
-  }
-
-  private accept(sock: net.Socket): void {
-    this.sockets.add(sock);
-    sock.setNoDelay?.(true);
-    sock.on('close', () => this.sockets.delete(sock));
+  protected accept(sock: net.Socket): void {
     const addr = sock.remoteAddress?.replace(/^::ffff:/, '');
     const peer = addr ? `${addr}:${sock.remotePort}` : 'unix';
     const refused = this.refusal(sock.remoteAddress);

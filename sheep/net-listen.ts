@@ -20,3 +20,34 @@ export async function listenUnix(handler: (s: net.Socket) => void, path: string)
   await fs.rm(path, { force: true });
   return listen(handler, { path });
 }
+
+/** A server on several listening sockets that can drop every connection when it stops. */
+export abstract class SocketServer {
+  private readonly servers: net.Server[] = [];
+  private readonly sockets = new Set<net.Socket>();
+
+  /** Handles one accepted connection (already tracked, Nagle off). */
+  protected abstract accept(sock: net.Socket): void;
+
+  private take(sock: net.Socket): void {
+    this.sockets.add(sock);
+    sock.setNoDelay?.(true);
+    sock.on('close', () => this.sockets.delete(sock));
+    this.accept(sock);
+  }
+
+  protected async bindTcp(host: string | undefined, port: number): Promise<net.AddressInfo> {
+    const srv = await listenTcp((s) => this.take(s), host, port);
+    this.servers.push(srv);
+    return srv.address() as net.AddressInfo;
+  }
+
+  protected async bindUnix(path: string): Promise<void> {
+    this.servers.push(await listenUnix((s) => this.take(s), path));
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await Promise.all(this.servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
+  }
+}
