@@ -170,6 +170,14 @@ function suite(driver: 'local' | 'corosync', skip: string | false): void {
       assert.equal(r.stdout.length, MB);
     });
 
+    test('an attribute set through one node is read through every other', async () => {
+      assert.equal((await collie(cl.sheep[0].port, ['vdi', 'setattr', 'spread', 'owner', 'alice'])).code, 0);
+      for (const s of cl.sheep.filter((x) => x.alive)) {
+        const r = await collie(s.port, ['vdi', 'getattr', 'spread', 'owner']);
+        assert.equal(r.stdout.toString(), 'alice', `through ${s.port}`);
+      }
+    });
+
     test('collie node info and cluster info answer through any node', async () => {
       for (const s of cl.sheep.filter((x) => x.alive)) {
         const info = await collie(s.port, ['cluster', 'info']);
@@ -192,6 +200,25 @@ function suite(driver: 'local' | 'corosync', skip: string | false): void {
 suite('local', false);
 const coroSkip = !corosyncAvailable() ? 'needs root and Debian\'s corosync' : !cpgAvailable().ok ? `the CPG addon is not built: ${(cpgAvailable() as { reason: string }).reason}` : false;
 suite('corosync', coroSkip);
+
+test('a node with a newer epoch history than the cluster is refused with the reason', async () => {
+  const a = await startCluster('local', 3);
+  try {
+    await collie(a.sheep[0].port, ['cluster', 'format', '--copies=2']);
+    // node 1 leaves at epoch 1; node 0 sees two more changes (epochs 2 and 3) and stops too
+    await a.sheep[1].stop();
+    await a.sheep[2].stop();
+    await until(async () => (await control<StatClusterReply>(a.sheep[0], Op.STAT_CLUSTER)).epoch === 3);
+    await a.sheep[0].stop();
+    // node 1 comes back alone and founds from its own, older history
+    await a.sheep[1].start();
+    assert.equal((await control<StatClusterReply>(a.sheep[1], Op.STAT_CLUSTER)).epoch, 2);
+    // node 0, with epoch 3, must not be merged into it
+    await assert.rejects(a.sheep[0].start(), /refused this node: conflicting epoch history: the node has epoch 3, the cluster 2/);
+  } finally {
+    await a.stop();
+  }
+});
 
 test('a node formatted in another cluster is refused with the reason', async () => {
   const a = await startCluster('local', 1);
