@@ -334,6 +334,20 @@ export class ObjectStore {
     }
   }
 
+  /** Moves every object to obj/.stale (copies that may be out of date); returns how many. */
+  async quarantine(): Promise<number> {
+    await this.fds.closeAll();
+    let n = 0;
+    for (const oid of await this.list()) {
+      await fs.rename(this.pathOf(oid), path.join(this.staleDir, oidHex(oid)));
+      n++;
+    }
+    this.dirty.clear();
+    this.lastEpoch.clear();
+    this.dirDirty = true;
+    return n;
+  }
+
   /** Removes every object (cluster format wipes the store). */
   async wipe(): Promise<void> {
     await this.fds.closeAll();

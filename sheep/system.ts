@@ -288,6 +288,12 @@ export class System {
   /** Our welcome: take over the cluster's state, replay what happened since, then count ourselves in. */
   private async welcomed(msg: Extract<GroupMsg, { t: 'welcome' }>): Promise<void> {
     const snap = msg.snapshot;
+    if (this.config && snap.config && this.epoch < snap.epoch) {
+      // the cluster went on without us: our copies may miss writes. Never serve them; keep them aside
+      // (obj/.stale) for recovery. Reads fail over to the members, writes copy the object here first.
+      const n = await this.store.quarantine();
+      if (n) this.log.warn({ objects: n, ours: this.epoch, cluster: snap.epoch }, 'rejoining after the cluster moved on: local copies set aside');
+    }
     this.config = snap.config;
     if (snap.config) await writeConfig(this.dir, snap.config);
     await this.epochLog.clear();

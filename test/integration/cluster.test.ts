@@ -157,17 +157,26 @@ function suite(driver: 'local' | 'corosync', skip: string | false): void {
       }
     });
 
-    test('a node that comes back joins under a new epoch and serves the data', async () => {
+    test('a node that comes back joins under a new epoch and serves the data written while it was away', async () => {
       const dead = cl.sheep.find((x) => !x.alive)!;
+      // overwrite 'spread' while the node is away: its old copies must never be served again
+      const fresh = crypto.randomBytes(24 * MB);
+      const w = await cl.sheep[0].client();
+      try {
+        const v = await OpenVdi.open(w, await w.getVdiInfo('spread'));
+        await v.write(0, fresh);
+      } finally {
+        w.close();
+      }
       const before = await control<StatClusterReply>(cl.sheep[0], Op.STAT_CLUSTER);
       await dead.start();
       await until(async () => (await control<NodeListReply>(cl.sheep[0], Op.GET_NODE_LIST)).nodes.length === 4);
       const after = await control<StatClusterReply>(dead, Op.STAT_CLUSTER);
       assert.ok(after.epoch > before.epoch);
       assert.equal(after.epoch, (await control<StatClusterReply>(cl.sheep[0], Op.STAT_CLUSTER)).epoch);
-      const r = await collie(dead.port, ['vdi', 'read', 'spread', '0', '1M']);
+      const r = await collie(dead.port, ['vdi', 'read', 'spread', '0', '24M']);
       assert.equal(r.code, 0, r.stderr);
-      assert.equal(r.stdout.length, MB);
+      assert.ok(r.stdout.equals(fresh), 'the returning node serves the new data, not its old copies');
     });
 
     test('an attribute set through one node is read through every other', async () => {
