@@ -4,7 +4,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { CliError, EXIT_FAILURE, EXIT_USAGE, sizeArg } from './common.js';
 import { clusterFormat, clusterInfo, clusterShutdown } from './cluster.js';
-import { nodeListCmd, nodeInfoCmd } from './node.js';
+import { nodeListCmd, nodeInfoCmd, nodeRecoveryCmd } from './node.js';
 import { vdiCreate, vdiList, vdiDelete, vdiRead, vdiWrite, vdiObject } from './vdi.js';
 import { vdiSnapshot, vdiClone, vdiRollback, vdiResize, vdiTree, vdiGraph } from './vdi-family.js';
 import { vdiSetattr, vdiGetattr, vdiLockList, vdiLockUnlock, vdiCheck } from './vdi-admin.js';
@@ -75,6 +75,7 @@ conn(cluster.command('shutdown').description('stop every sheep of the cluster (d
 const node = program.command('node').description('node information');
 conn(node.command('list').description('list nodes (* marks the node collie talks to)'), true).action(act(async (o: Opts) => nodeListCmd(o)));
 conn(node.command('info').description('show disk usage of each node'), true).action(act(async (o: Opts) => nodeInfoCmd(o)));
+conn(node.command('recovery').description('show the nodes that are recovering objects, with their progress')).action(act(async (o: Opts) => nodeRecoveryCmd(o)));
 
 // ------------------------------------------------------------------ vdi
 const vdi = program.command('vdi').description('virtual disk images');

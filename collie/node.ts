@@ -4,6 +4,7 @@ import { Op } from '../lib/proto.js';
 import { SheepClient } from '../lib/client.js';
 import { formatSize } from '../lib/units.js';
 import type { NodeListReply, StatSheepReply } from '../sheep/ops.js';
+import type { RecoveryStatus } from '../sheep/recovery.js';
 import { CliError, EXIT_SYSFAIL, withClient, out, reason, padL, padR, type ConnOpts } from './common.js';
 
 export async function nodeList(o: ConnOpts): Promise<NodeListReply> {
@@ -51,4 +52,21 @@ export async function nodeInfoCmd(o: ConnOpts): Promise<void> {
   if (!ok) throw new CliError('Cannot get information from any nodes', EXIT_SYSFAIL);
   if (raw) out(`Total ${tSize} ${tUsed} ${tAvail} ${pct(tUsed, tSize)}% ${vsize}\n`);
   else out(`Total\t${size(tSize)}\t${size(tUsed)}\t${size(tAvail)}\t${padL(pct(tUsed, tSize), 3)}%\n\nTotal virtual image size\t${size(vsize)}\n`);
+}
+
+export async function nodeRecoveryCmd(o: ConnOpts): Promise<void> {
+  const l = await nodeList(o);
+  out('Nodes In Recovery:\n  Id   Host:Port         V-Nodes       Zone       Progress\n');
+  for (const [i, n] of l.nodes.entries()) {
+    let st: RecoveryStatus;
+    try {
+      st = await withClient({ ...o, address: n.host, port: n.port }, (c) => c.control<RecoveryStatus>(Op.STAT_RECOVERY));
+    } catch (e) {
+      process.stderr.write(`${n.nid}: ${reason(e)}\n`);
+      continue;
+    }
+    if (st.state !== 'running') continue;
+    const pct = st.total ? (100 * st.done) / st.total : 0;
+    out(`${padL(i, 4)}   ${padR(`${n.host}:${n.port}`, 20)}\t${padL(n.vnodes, 2)}${padL(n.zone, 11)}${padL(pct.toFixed(1), 11)}%\n`);
+  }
 }

@@ -18,6 +18,7 @@ import { SD_INODE_SIZE } from '../lib/inode.js';
 const MAX_OBJECT_SIZE = Math.max(2 ** 31, SD_INODE_SIZE);
 import { STATUS_TEXT, type System } from './system.js';
 import type { VdiEntry } from './vdi.js';
+import { localList, packObjList } from './recovery.js';
 
 export type OpKind = 'gateway' | 'peer' | 'cluster' | 'local';
 
@@ -144,6 +145,15 @@ async function flushPeer(sys: System, req: OpRequest): Promise<OpReply> {
   const r = peerReq(sys, req);
   await sys.store.flushVdi(oidToVid(r.oid));
   return {};
+}
+
+/** GET_OBJ_LIST: this node's objects and the epoch of their last write (recovery). */
+async function getObjList(sys: System): Promise<OpReply> {
+  return { data: packObjList(await localList(sys.store)) };
+}
+
+async function statRecovery(sys: System): Promise<OpReply> {
+  return reply(sys.recovery.status);
 }
 
 // ------------------------------------------------------------------ VDI operations
@@ -335,6 +345,8 @@ export const OPS: ReadonlyMap<number, OpDef> = new Map<number, OpDef>([
   [Op.CREATE_AND_WRITE_PEER, p('CREATE_AND_WRITE_PEER', createPeer)],
   [Op.REMOVE_PEER, p('REMOVE_PEER', removePeer)],
   [Op.FLUSH_PEER, p('FLUSH_PEER', flushPeer)],
+  [Op.GET_OBJ_LIST, p('GET_OBJ_LIST', getObjList)],
+  [Op.STAT_RECOVERY, l('STAT_RECOVERY', statRecovery)],
   [Op.NEW_VDI, c('NEW_VDI', newVdi)],
   [Op.LOCK_VDI, c('LOCK_VDI', lockVdi)],
   [Op.RELEASE_VDI, c('RELEASE_VDI', releaseVdi)],

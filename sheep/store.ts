@@ -258,9 +258,9 @@ export class ObjectStore {
     }
   }
 
-  async epochOf(oid: bigint): Promise<number> {
+  async epochOf(oid: bigint, stale = false): Promise<number> {
     try {
-      const b = await getAttribute(this.pathOf(oid), XATTR_EPOCH);
+      const b = await getAttribute(stale ? this.stalePath(oid) : this.pathOf(oid), XATTR_EPOCH);
       return b.length >= 4 ? b.readUInt32LE(0) : 0;
     } catch {
       return 0;
@@ -332,6 +332,51 @@ export class ObjectStore {
     } finally {
       await fh.close();
     }
+  }
+
+  /** Recovery's create: only when no copy exists (a client write may have made one meanwhile). */
+  async createIfAbsent(oid: bigint, data: Buffer, epoch: number): Promise<boolean> {
+    return this.createNew(oid, 0, data, epoch);
+  }
+
+  private stalePath(oid: bigint): string {
+    return path.join(this.staleDir, oidHex(oid));
+  }
+
+  /** Moves a set-aside copy back into service, unless a copy exists. */
+  async restoreStale(oid: bigint): Promise<boolean> {
+    if (await this.exists(oid)) return false;
+    try {
+      await fs.rename(this.stalePath(oid), this.pathOf(oid));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw fsErrorResult(e);
+    }
+    this.dirDirty = true;
+    return true;
+  }
+
+  /** Takes a copy this node no longer owns out of service (kept in obj/.stale). */
+  async setAside(oid: bigint): Promise<boolean> {
+    await this.fds.drop(oid);
+    try {
+      await fs.rename(this.pathOf(oid), this.stalePath(oid));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw fsErrorResult(e);
+    }
+    this.dirDirty = true;
+    for (const set of this.dirty.values()) set.delete(oid);
+    return true;
+  }
+
+  async listStale(): Promise<bigint[]> {
+    const out: bigint[] = [];
+    for (const n of await fs.readdir(this.staleDir)) {
+      const oid = parseOidHex(n);
+      if (oid !== null) out.push(oid);
+    }
+    return out;
   }
 
   /** Moves every object to obj/.stale (copies that may be out of date); returns how many. */

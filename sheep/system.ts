@@ -13,6 +13,7 @@ import {
 } from './vdi.js';
 import { vidToVdiOid, oidToVid } from '../lib/oid.js';
 import { objectSize } from './object-io.js';
+import { Recovery } from './recovery.js';
 import { SD_INODE_HEADER_SIZE, decodeInodeHeader, makeCtime } from '../lib/inode.js';
 import { EpochLog, type EpochRecord } from './epoch-log.js';
 import { readConfig, writeConfig, writeFileDurable, STORE_FORMAT_VERSION, type ClusterConfig } from './config.js';
@@ -81,6 +82,7 @@ export class System {
   readonly vdis: VdiTable;
   readonly gateway: Gateway;
   readonly epochLog: EpochLog;
+  readonly recovery: Recovery;
   /** hooks the daemon sets: stop listeners and exit after a cluster shutdown */
   onShutdown: () => void = () => undefined;
 
@@ -126,6 +128,14 @@ export class System {
     this.vdis = new VdiTable(this.gateway, log);
     this.vdis.onHeaderChange = async (update) => { await this.decide({ kind: 'header', update }); };
     this.epochLog = new EpochLog(dir);
+    this.recovery = new Recovery(store, {
+      epoch: () => this.epoch,
+      me: () => this.me,
+      nodes: () => this.members,
+      copies: (oid) => this.vdis.get(oidToVid(oid))?.nrCopies || this.config?.copies || 1,
+      objectSize: (oid) => objectSize(this, oid),
+      deletedVdi: (vid) => this.vdis.get(vid)?.deleted ?? false,
+    }, log);
   }
 
   /** Loads this node's store, joins the group and resolves once this node is part of the cluster. */
@@ -318,8 +328,11 @@ export class System {
       if (this.status !== 'shutdown') this.status = 'wait_format';
     } else {
       const last = await this.epochLog.latest();
-      if (!last || !sameNodes(last.nodes, this.members)) await this.newEpoch((last?.epoch ?? 0) + 1);
+      const changed = !last || !sameNodes(last.nodes, this.members);
+      if (changed) await this.newEpoch((last?.epoch ?? 0) + 1);
       if (this.status !== 'shutdown') this.status = 'running';
+      // every membership change moves placement: each node fills what it now owns
+      if (this.accepted && this.status === 'running' && changed) this.recovery.start();
     }
     const w = this.epochWaiters;
     this.epochWaiters = [];

@@ -1,0 +1,210 @@
+// Object recovery after a membership change (DESIGN.md §4): every node works out which objects it
+// must hold under the new placement, pulls the ones it lacks from the nodes that have them (its
+// own set-aside copies in obj/.stale count when nobody else has a newer one), and sets aside the
+// copies it no longer owns once every new owner holds them. Copies in obj/ are always current
+// (a node that missed writes sets its copies aside when it rejoins), so recovery only fills gaps.
+// A newer membership change restarts it from scratch on the new epoch.
+
+import { pack, unpack } from 'msgpackr';
+import { Op, Res, SdError, encodeObjReq, encodePlainReq } from '../lib/proto.js';
+import { SheepClient } from '../lib/client.js';
+import { Ring } from '../lib/ring.js';
+import { oidKind, oidToVid, oidHex, parseOidHex } from '../lib/oid.js';
+import type { ObjectStore } from './store.js';
+import type { NodeInfo } from './cluster/driver.js';
+import type { Logger } from './log.js';
+
+export interface RecoveryContext {
+  epoch(): number;
+  me(): NodeInfo;
+  nodes(): NodeInfo[];
+  copies(oid: bigint): number;
+  objectSize(oid: bigint): number;
+  /** the VDI an object belongs to was deleted: its objects must not come back */
+  deletedVdi(vid: number): boolean;
+}
+
+export interface RecoveryStatus {
+  state: 'idle' | 'running';
+  epoch: number;
+  done: number;
+  total: number;
+}
+
+const CONNECT_RETRY_MS = 15_000;
+/** How long a node waits for the new owners of its old copies before keeping them. */
+const SET_ASIDE_WAIT_MS = 60_000;
+
+/** [oid as 16 hex digits, epoch of its last write] */
+export type ObjList = Array<[string, number]>;
+
+export class Recovery {
+  private generation = 0;
+  status: RecoveryStatus = { state: 'idle', epoch: 0, done: 0, total: 0 };
+  /** resolves when the current run ends (tests and shutdown wait for it) */
+  private running: Promise<void> = Promise.resolve();
+
+  constructor(private readonly store: ObjectStore, private readonly ctx: RecoveryContext, private readonly log: Logger) {}
+
+  /** Starts recovery for the current epoch, abandoning a run for an older one. */
+  start(): void {
+    const gen = ++this.generation;
+    const epoch = this.ctx.epoch();
+    this.status = { state: 'running', epoch, done: 0, total: 0 };
+    this.running = this.run(gen, epoch).catch((e) => {
+      if (gen === this.generation) {
+        this.log.warn({ epoch, err: (e as Error).message }, 'recovery interrupted; it runs again at the next membership change');
+        this.status = { ...this.status, state: 'idle' };
+      }
+    });
+  }
+
+  whenIdle(): Promise<void> {
+    return this.running;
+  }
+
+  private current(gen: number): void {
+    if (gen !== this.generation) throw new Error('superseded by a newer epoch');
+  }
+
+  /**
+   * One request to a node. A node that just joined may not listen yet (it serves once it has the
+   * cluster state), so connection failures are retried for a while.
+   */
+  private async request(n: NodeInfo, header: Buffer): Promise<Buffer> {
+    const deadline = Date.now() + CONNECT_RETRY_MS;
+    let c: SheepClient;
+    for (;;) {
+      try {
+        c = await SheepClient.connect({ host: n.host, port: n.port }, 5000);
+        break;
+      } catch (e) {
+        if (Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    try {
+      const { rsp, data } = await c.send(header);
+      if (rsp.result !== Res.SUCCESS) throw new SdError(rsp.result);
+      return data;
+    } finally {
+      c.close();
+    }
+  }
+
+  private async listOf(n: NodeInfo): Promise<ObjList> {
+    if (n.nid === this.ctx.me().nid) return localList(this.store);
+    const h = encodePlainReq({ protoVer: 0, opcode: Op.GET_OBJ_LIST, flags: 0, epoch: 0, id: 0, dataLength: 0 });
+    return unpack(await this.request(n, h)) as ObjList;
+  }
+
+  private async pull(n: NodeInfo, oid: bigint): Promise<Buffer> {
+    const size = this.ctx.objectSize(oid);
+    const h = encodeObjReq({ protoVer: 0, opcode: Op.READ_PEER, flags: 0, epoch: 0, id: 0, dataLength: size, oid, cowOid: 0n,
+      copies: 0, copyPolicy: 0, ecIndex: 0, tgtEpoch: 0, offset: 0n });
+    return this.request(n, h);
+  }
+
+  private async run(gen: number, epoch: number): Promise<void> {
+    const me = this.ctx.me();
+    const nodes = this.ctx.nodes();
+    const ring = new Ring(nodes);
+    // who holds what, and at which last-write epoch
+    const where = new Map<string, Array<{ node: NodeInfo; epoch: number }>>();
+    for (const n of nodes) {
+      for (const [hex, e] of await this.listOf(n)) {
+        let l = where.get(hex);
+        if (!l) where.set(hex, (l = []));
+        l.push({ node: n, epoch: e });
+      }
+      this.current(gen);
+    }
+    const stale = new Map(await staleList(this.store));
+    const mine: bigint[] = [];
+    const candidates = new Set([...where.keys(), ...stale.keys()]);
+    for (const hex of candidates) {
+      const oid = parseOidHex(hex)!;
+      if (ring.replicas(oid, this.ctx.copies(oid)).some((t) => t.nid === me.nid)) mine.push(oid);
+    }
+    this.status = { state: 'running', epoch, done: 0, total: mine.length };
+    let pulled = 0;
+    for (const oid of mine) {
+      this.current(gen);
+      const hex = oidHex(oid);
+      const holders = (where.get(hex) ?? []).filter((h) => h.node.nid !== me.nid);
+      const haveIt = (where.get(hex) ?? []).some((h) => h.node.nid === me.nid);
+      if (!haveIt) {
+        const kind = oidKind(oid);
+        const vid = oidToVid(oid);
+        const staleEpoch = stale.get(hex);
+        const best = holders.sort((a, b) => b.epoch - a.epoch)[0];
+        if ((kind === 'data' || kind === 'vmstate') && this.ctx.deletedVdi(vid) && !best) {
+          // only a set-aside copy of a deleted VDI's object: it stays deleted
+        } else if (best && (staleEpoch === undefined || best.epoch >= staleEpoch)) {
+          const data = await this.pull(best.node, oid);
+          this.current(gen);
+          if (await this.store.createIfAbsent(oid, data, best.epoch)) pulled++;
+        } else if (staleEpoch !== undefined) {
+          if (await this.store.restoreStale(oid)) pulled++;
+        }
+      }
+      this.status = { ...this.status, done: this.status.done + 1 };
+    }
+    // copies this node no longer owns: set aside once every owner has one (the owners recover in
+    // parallel, so look again for a while)
+    let pending: bigint[] = [];
+    for (const [hex, holders] of where) {
+      if (!holders.some((h) => h.node.nid === me.nid)) continue;
+      const oid = parseOidHex(hex)!;
+      if (!ring.replicas(oid, this.ctx.copies(oid)).some((o) => o.nid === me.nid)) pending.push(oid);
+    }
+    let setAside = 0;
+    const deadline = Date.now() + SET_ASIDE_WAIT_MS;
+    while (pending.length) {
+      const left: bigint[] = [];
+      for (const oid of pending) {
+        this.current(gen);
+        const owners = ring.replicas(oid, this.ctx.copies(oid));
+        const ownersHave = await Promise.all(owners.map((o) => this.has(o, oid).catch(() => false)));
+        if (!ownersHave.every(Boolean)) left.push(oid);
+        else if (await this.store.setAside(oid)) setAside++;
+      }
+      pending = left;
+      if (!pending.length || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    this.current(gen);
+    this.status = { ...this.status, state: 'idle' };
+    this.log.info({ epoch, objects: mine.length, pulled, setAside }, 'recovery finished');
+  }
+
+  private async has(n: NodeInfo, oid: bigint): Promise<boolean> {
+    if (n.nid === this.ctx.me().nid) return this.store.exists(oid);
+    const h = encodeObjReq({ protoVer: 0, opcode: Op.READ_PEER, flags: 0, epoch: 0, id: 0, dataLength: 0, oid, cowOid: 0n,
+      copies: 0, copyPolicy: 0, ecIndex: 0, tgtEpoch: 0, offset: 0n });
+    try {
+      await this.request(n, h);
+      return true;
+    } catch (e) {
+      if (e instanceof SdError && e.result === Res.NO_OBJ) return false;
+      throw e;
+    }
+  }
+}
+
+/** This node's objects with the epoch of their last write (GET_OBJ_LIST). */
+export async function localList(store: ObjectStore): Promise<ObjList> {
+  const out: ObjList = [];
+  for (const oid of await store.list()) out.push([oidHex(oid), await store.epochOf(oid)]);
+  return out;
+}
+
+async function staleList(store: ObjectStore): Promise<ObjList> {
+  const out: ObjList = [];
+  for (const oid of await store.listStale()) out.push([oidHex(oid), await store.epochOf(oid, true)]);
+  return out;
+}
+
+export function packObjList(l: ObjList): Buffer {
+  return pack(l);
+}
