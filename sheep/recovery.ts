@@ -41,6 +41,8 @@ export type ObjList = Array<[string, number]>;
 export class Recovery {
   private generation = 0;
   status: RecoveryStatus = { state: 'idle', epoch: 0, done: 0, total: 0 };
+  /** told when this node finished recovering an epoch (the cluster counts finished nodes) */
+  onFinished: (epoch: number) => Promise<void> = async () => undefined;
   /** resolves when the current run ends (tests and shutdown wait for it) */
   private running: Promise<void> = Promise.resolve();
 
@@ -176,6 +178,7 @@ export class Recovery {
     this.current(gen);
     this.status = { ...this.status, state: 'idle' };
     this.log.info({ epoch, objects: mine.length, pulled, setAside }, 'recovery finished');
+    await this.onFinished(epoch);
   }
 
   private async has(n: NodeInfo, oid: bigint): Promise<boolean> {

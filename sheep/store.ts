@@ -379,6 +379,13 @@ export class ObjectStore {
     return out;
   }
 
+  /** Removes every set-aside copy; returns how many there were. */
+  async purgeStale(): Promise<number> {
+    const stale = await this.listStale();
+    for (const oid of stale) await fs.rm(this.stalePath(oid), { force: true });
+    return stale.length;
+  }
+
   /** Moves every object to obj/.stale (copies that may be out of date); returns how many. */
   async quarantine(): Promise<number> {
     await this.fds.closeAll();

@@ -42,7 +42,8 @@ export type ClusterOp =
   | { kind: 'lock'; name: string; tag: string; snapid: number; shared: boolean; owner: string; enforce?: boolean }
   | { kind: 'release'; vid: number }
   | { kind: 'forceRelease'; vid: number }
-  | { kind: 'header'; update: HeaderUpdate };
+  | { kind: 'header'; update: HeaderUpdate }
+  | { kind: 'recovered'; nid: string; epoch: number };
 
 /** What sheep say to each other through the cluster driver, in one total order. */
 type GroupMsg =
@@ -83,6 +84,8 @@ export class System {
   readonly gateway: Gateway;
   readonly epochLog: EpochLog;
   readonly recovery: Recovery;
+  /** nodes that finished recovering the current epoch */
+  private readonly recoveredNodes = new Set<string>();
   /** hooks the daemon sets: stop listeners and exit after a cluster shutdown */
   onShutdown: () => void = () => undefined;
 
@@ -136,6 +139,7 @@ export class System {
       objectSize: (oid) => objectSize(this, oid),
       deletedVdi: (vid) => this.vdis.get(vid)?.deleted ?? false,
     }, log);
+    this.recovery.onFinished = async (epoch) => { await this.decide({ kind: 'recovered', nid: this.me.nid, epoch }); };
   }
 
   /** Loads this node's store, joins the group and resolves once this node is part of the cluster. */
@@ -329,7 +333,10 @@ export class System {
     } else {
       const last = await this.epochLog.latest();
       const changed = !last || !sameNodes(last.nodes, this.members);
-      if (changed) await this.newEpoch((last?.epoch ?? 0) + 1);
+      if (changed) {
+        await this.newEpoch((last?.epoch ?? 0) + 1);
+        this.recoveredNodes.clear();
+      }
       if (this.status !== 'shutdown') this.status = 'running';
       // every membership change moves placement: each node fills what it now owns
       if (this.accepted && this.status === 'running' && changed) this.recovery.start();
@@ -398,6 +405,8 @@ export class System {
         return this.vdis.forceRelease(op.vid);
       case 'header':
         return this.vdis.applyHeader(op.update);
+      case 'recovered':
+        return this.applyRecovered(op.nid, op.epoch);
     }
   }
 
@@ -451,6 +460,19 @@ export class System {
     await this.newEpoch(1);
     this.status = 'running';
     this.log.info({ copies: a.copies, blockSizeShift: a.blockSizeShift, lock: a.lock }, 'cluster formatted');
+  }
+
+  /**
+   * A node finished recovering `epoch`. When every member has, for the current epoch, the copies
+   * set aside in obj/.stale are no longer anybody's source: each node drops its own.
+   */
+  private async applyRecovered(nid: string, epoch: number): Promise<void> {
+    if (epoch !== this.epoch) return;
+    this.recoveredNodes.add(nid);
+    if (!this.members.every((n) => this.recoveredNodes.has(n.nid))) return;
+    this.recoveredNodes.clear();
+    const n = await this.store.purgeStale();
+    if (n) this.log.info({ epoch, objects: n }, 'recovery finished on every node: set-aside copies removed');
   }
 
   private async applyShutdown(): Promise<void> {

@@ -36,7 +36,14 @@ async function recovered(): Promise<void> {
   const live = sheep.filter((s) => s?.alive);
   const deadline = Date.now() + 60000;
   for (;;) {
-    const epochs = await Promise.all(live.map((s) => control<StatClusterReply>(s, Op.STAT_CLUSTER).then((x) => x.epoch)));
+    const stats = await Promise.all(live.map((s) => control<StatClusterReply>(s, Op.STAT_CLUSTER)));
+    const epochs = stats.map((x) => x.epoch);
+    // the membership must already show exactly the live nodes (a SIGKILL is noticed a moment later)
+    if (stats.some((x) => x.nodes !== live.length)) {
+      if (Date.now() > deadline) throw new Error('the membership did not settle');
+      await new Promise((r) => setTimeout(r, 100));
+      continue;
+    }
     const st = await Promise.all(live.map((s) => control<RecoveryStatus>(s, Op.STAT_RECOVERY)));
     if (epochs.every((e) => e === epochs[0]) && st.every((r) => r.state === 'idle' && r.epoch === epochs[0])) return;
     if (Date.now() > deadline) throw new Error(`recovery did not finish: ${JSON.stringify(st)}`);
@@ -126,6 +133,15 @@ test('a fifth node takes its share; no object is lost and none has more than 3 c
   assert.deepEqual(await copies(), Array(12).fill(3));
   const onNew = (await fs.readdir(path.join(sheep[4].dir, 'obj'))).filter((n) => n.startsWith('00')).length;
   assert.ok(onNew > 0, 'the new node holds objects');
+  // once every node finished, the copies set aside are removed everywhere
+  const deadline = Date.now() + 15000;
+  const staleLeft = async () => {
+    let n = 0;
+    for (const s of sheep) if (s?.alive) n += (await fs.readdir(path.join(s.dir, 'obj', '.stale'))).length;
+    return n;
+  };
+  while ((await staleLeft()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  assert.equal(await staleLeft(), 0, 'set-aside copies purged after cluster-wide recovery');
   assert.ok((await readThrough(sheep[4])).equals(data));
 });
 
