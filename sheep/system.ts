@@ -120,25 +120,19 @@ export class System {
     private readonly group: GroupDriver,
     readonly log: Logger,
   ) {
-    this.gateway = new Gateway(store, {
+    // what the gateway and recovery need to know about the cluster, in one place
+    const placement = {
       epoch: () => this.epoch,
       me: () => this.me,
       nodes: () => this.members,
-      copies: (oid) => this.vdis.get(oidToVid(oid))?.nrCopies || this.config?.copies || 1,
-      objectSize: (oid) => objectSize(this, oid),
-      membershipChange: (ms) => this.membershipChange(ms),
-    }, log);
+      copies: (oid: bigint) => this.vdis.get(oidToVid(oid))?.nrCopies || this.config?.copies || 1,
+      objectSize: (oid: bigint) => objectSize(this, oid),
+    };
+    this.gateway = new Gateway(store, { ...placement, membershipChange: (ms) => this.membershipChange(ms) }, log);
     this.vdis = new VdiTable(this.gateway, log);
     this.vdis.onHeaderChange = async (update) => { await this.decide({ kind: 'header', update }); };
     this.epochLog = new EpochLog(dir);
-    this.recovery = new Recovery(store, {
-      epoch: () => this.epoch,
-      me: () => this.me,
-      nodes: () => this.members,
-      copies: (oid) => this.vdis.get(oidToVid(oid))?.nrCopies || this.config?.copies || 1,
-      objectSize: (oid) => objectSize(this, oid),
-      deletedVdi: (vid) => this.vdis.get(vid)?.deleted ?? false,
-    }, log);
+    this.recovery = new Recovery(store, { ...placement, deletedVdi: (vid) => this.vdis.get(vid)?.deleted ?? false }, log);
     this.recovery.onFinished = async (epoch) => { await this.decide({ kind: 'recovered', nid: this.me.nid, epoch }); };
   }
 
