@@ -32,6 +32,7 @@ export interface RecoveryStatus {
 }
 
 const CONNECT_RETRY_MS = 15_000;
+const MAX_ATTEMPTS = 10;
 /** How long a node waits for the new owners of its old copies before keeping them. */
 const SET_ASIDE_WAIT_MS = 60_000;
 
@@ -53,12 +54,27 @@ export class Recovery {
     const gen = ++this.generation;
     const epoch = this.ctx.epoch();
     this.status = { state: 'running', epoch, done: 0, total: 0 };
-    this.running = this.run(gen, epoch).catch((e) => {
-      if (gen === this.generation) {
-        this.log.warn({ epoch, err: (e as Error).message }, 'recovery interrupted; it runs again at the next membership change');
-        this.status = { ...this.status, state: 'idle' };
+    // one run at a time: the superseded one stops at its next check, then the new one starts
+    this.running = this.running.then(() => this.attempts(gen, epoch));
+  }
+
+  /** A run that fails (a holder went away mid-copy, a peer not listening yet) is tried again. */
+  private async attempts(gen: number, epoch: number): Promise<void> {
+    for (let attempt = 1; gen === this.generation; attempt++) {
+      try {
+        await this.run(gen, epoch);
+        return;
+      } catch (e) {
+        if (gen !== this.generation) return; // a newer epoch took over
+        if (attempt >= MAX_ATTEMPTS) {
+          this.log.error({ epoch, err: (e as Error).message }, 'recovery failed; it runs again at the next membership change');
+          this.status = { ...this.status, state: 'idle' };
+          return;
+        }
+        this.log.warn({ epoch, attempt, err: (e as Error).message }, 'recovery run failed; trying again');
+        await new Promise((r) => setTimeout(r, 500 * attempt));
       }
-    });
+    }
   }
 
   whenIdle(): Promise<void> {
@@ -75,8 +91,10 @@ export class Recovery {
    */
   private async request(n: NodeInfo, header: Buffer): Promise<Buffer> {
     const deadline = Date.now() + CONNECT_RETRY_MS;
+    const gen = this.generation;
     let c: SheepClient;
     for (;;) {
+      this.current(gen);
       try {
         c = await SheepClient.connect({ host: n.host, port: n.port }, 5000);
         break;
@@ -134,8 +152,8 @@ export class Recovery {
       this.current(gen);
       const hex = oidHex(oid);
       const holders = (where.get(hex) ?? []).filter((h) => h.node.nid !== me.nid);
-      const haveIt = (where.get(hex) ?? []).some((h) => h.node.nid === me.nid);
-      if (!haveIt) {
+      // ask the store, not the list gathered at the start: a superseded run may have moved copies since
+      if (!(await this.store.exists(oid))) {
         const kind = oidKind(oid);
         const vid = oidToVid(oid);
         const staleEpoch = stale.get(hex);
@@ -143,9 +161,22 @@ export class Recovery {
         if ((kind === 'data' || kind === 'vmstate') && this.ctx.deletedVdi(vid) && !best) {
           // only a set-aside copy of a deleted VDI's object: it stays deleted
         } else if (best && (staleEpoch === undefined || best.epoch >= staleEpoch)) {
-          const data = await this.pull(best.node, oid);
-          this.current(gen);
-          if (await this.store.createIfAbsent(oid, data, best.epoch)) pulled++;
+          // newest copy first; a holder that fails (it may be leaving) hands over to the next
+          let copied = false;
+          let lastError: unknown = null;
+          for (const h of holders) {
+            try {
+              const data = await this.pull(h.node, oid);
+              this.current(gen);
+              if (await this.store.createIfAbsent(oid, data, h.epoch)) pulled++;
+              copied = true;
+              break;
+            } catch (e) {
+              this.current(gen);
+              lastError = e;
+            }
+          }
+          if (!copied) throw lastError;
         } else if (staleEpoch !== undefined) {
           if (await this.store.restoreStale(oid)) pulled++;
         }
@@ -168,6 +199,7 @@ export class Recovery {
         this.current(gen);
         const owners = ring.replicas(oid, this.ctx.copies(oid));
         const ownersHave = await Promise.all(owners.map((o) => this.has(o, oid).catch(() => false)));
+        this.current(gen); // placement may have changed while we asked: never act on an old view
         if (!ownersHave.every(Boolean)) left.push(oid);
         else if (await this.store.setAside(oid)) setAside++;
       }
