@@ -345,13 +345,15 @@ export class ObjectStore {
 
   /** Moves a set-aside copy back into service, unless a copy exists. */
   async restoreStale(oid: bigint): Promise<boolean> {
-    if (await this.exists(oid)) return false;
     try {
-      await fs.rename(this.stalePath(oid), this.pathOf(oid));
+      // link, not rename: a copy a client write made meanwhile must win (link fails on it)
+      await fs.link(this.stalePath(oid), this.pathOf(oid));
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'EEXIST') return false;
       throw fsErrorResult(e);
     }
+    await fs.rm(this.stalePath(oid), { force: true });
     this.dirDirty = true;
     return true;
   }
