@@ -156,13 +156,19 @@ class ChildMember {
   }
 }
 
-test('two members in different processes see each other join and receive every message in the same order', { timeout: 60_000 }, async (t) => {
-  if (!ready(t)) return;
+/** This process joins a fresh group, recording what it sees; the group is closed after the test. */
+function joinNewGroup(t: TestContext): { name: string; g: CpgGroup; rec: Recorder } {
   const name = groupName();
   const g = new CpgGroup(name);
   t.after(() => g.close());
   const rec = new Recorder(g);
   g.join();
+  return { name, g, rec };
+}
+
+test('two members in different processes see each other join and receive every message in the same order', { timeout: 60_000 }, async (t) => {
+  if (!ready(t)) return;
+  const { name, g, rec } = joinNewGroup(t);
   const me = g.local();
   assert.equal(me.pid, process.pid);
   assert.equal(me.nodeid, 1);
@@ -240,11 +246,7 @@ test('a process can be a member of a group only once, but can hold handles in se
 
 test('a member killed with SIGKILL shows up in the left list of the survivors', { timeout: 30_000 }, async (t) => {
   if (!ready(t)) return;
-  const name = groupName();
-  const g = new CpgGroup(name);
-  t.after(() => g.close());
-  const rec = new Recorder(g);
-  g.join();
+  const { name, g, rec } = joinNewGroup(t);
   const child = new ChildMember(name);
   t.after(() => child.kill());
   await waitFor('the child to join', 10_000, () => has(rec.members, child.pid));
