@@ -70,3 +70,34 @@ export async function clusterShutdown(o: ConnOpts): Promise<void> {
     }
   });
 }
+
+const RECOVER_CAUTION = `Caution! Please try starting all the cluster nodes normally before
+running this command.
+
+The cluster may need to be force recovered if:
+  - the master node fails to start because of epoch mismatch; or
+  - some nodes fail to start after a cluster shutdown.
+
+Are you sure you want to continue?`;
+
+export async function clusterRecoverForce(o: ConnOpts & { force: boolean }): Promise<void> {
+  if (!o.force && !(await confirm(RECOVER_CAUTION))) throw new CliError('not recovered (use -f to skip the question)');
+  await withClient(o, async (c) => {
+    try {
+      await c.control(Op.FORCE_RECOVER);
+    } catch (e) {
+      throw new CliError(`failed to execute request: ${reason(e)}`);
+    }
+  });
+}
+
+export async function clusterRecoverMode(o: ConnOpts, enable: boolean): Promise<void> {
+  await withClient(o, async (c) => {
+    try {
+      await c.control(enable ? Op.ENABLE_RECOVER : Op.DISABLE_RECOVER);
+    } catch (e) {
+      throw new CliError(`failed to execute request: ${reason(e)}`);
+    }
+  });
+  out(`Cluster recovery: ${enable ? 'enable' : 'disable'}\n`);
+}

@@ -3,8 +3,8 @@
 
 import { Command, InvalidArgumentError } from 'commander';
 import { CliError, EXIT_FAILURE, EXIT_USAGE, sizeArg } from './common.js';
-import { clusterFormat, clusterInfo, clusterShutdown } from './cluster.js';
-import { nodeListCmd, nodeInfoCmd, nodeRecoveryCmd } from './node.js';
+import { clusterFormat, clusterInfo, clusterShutdown, clusterRecoverForce, clusterRecoverMode } from './cluster.js';
+import { nodeListCmd, nodeInfoCmd, nodeRecoveryCmd, nodeSetThrottle, nodeGetThrottle } from './node.js';
 import { vdiCreate, vdiList, vdiDelete, vdiRead, vdiWrite, vdiObject } from './vdi.js';
 import { vdiSnapshot, vdiClone, vdiRollback, vdiResize, vdiTree, vdiGraph } from './vdi-family.js';
 import { vdiSetattr, vdiGetattr, vdiLockList, vdiLockUnlock, vdiCheck } from './vdi-admin.js';
@@ -68,6 +68,14 @@ conn(cluster.command('format').description('create a Sheepdog store: wipes every
 conn(cluster.command('info').description('show cluster status, creation time and epoch history'), true)
   .option('-v, --verbose', 'print more information', false)
   .action(act(async (o: Opts) => clusterInfo({ ...o, verbose: Boolean(o.verbose) })));
+const recover = cluster.command('recover').description('control recovery: after a full restart, or pause it');
+conn(recover.command('force').description('stop waiting for the nodes of the last epoch and go on with the nodes present'))
+  .option('-f, --force', 'do not prompt for confirmation', false)
+  .action(act(async (o: Opts) => clusterRecoverForce({ ...o, force: Boolean(o.force) })));
+conn(recover.command('enable').description('enable automatic recovery, and run the recovery that waited meanwhile'))
+  .action(act(async (o: Opts) => clusterRecoverMode(o, true)));
+conn(recover.command('disable').description('disable automatic recovery (membership changes are recorded; copying waits)'))
+  .action(act(async (o: Opts) => clusterRecoverMode(o, false)));
 conn(cluster.command('shutdown').description('stop every sheep of the cluster (data is flushed first)'))
   .action(act(async (o: Opts) => clusterShutdown(o)));
 
@@ -75,7 +83,14 @@ conn(cluster.command('shutdown').description('stop every sheep of the cluster (d
 const node = program.command('node').description('node information');
 conn(node.command('list').description('list nodes (* marks the node collie talks to)'), true).action(act(async (o: Opts) => nodeListCmd(o)));
 conn(node.command('info').description('show disk usage of each node'), true).action(act(async (o: Opts) => nodeInfoCmd(o)));
-conn(node.command('recovery').description('show the nodes that are recovering objects, with their progress')).action(act(async (o: Opts) => nodeRecoveryCmd(o)));
+const recovery = node.command('recovery').description('show recovery progress of the nodes, or set/get the recovery throttle of one node');
+conn(recovery.command('info', { isDefault: true }).description('show the nodes that are recovering objects, with their progress (default)'))
+  .action(act(async (o: Opts) => nodeRecoveryCmd(o)));
+conn(recovery.command('set-throttle').description('recover at most MAX objects per INTERVAL milliseconds on this node (0 0: no limit)')
+  .argument('<max>').argument('<interval>'))
+  .action(act(async (max: string, interval: string, o: Opts) => nodeSetThrottle(max, interval, o)));
+conn(recovery.command('get-throttle').description('show the recovery throttle of this node'))
+  .action(act(async (o: Opts) => nodeGetThrottle(o)));
 
 // ------------------------------------------------------------------ vdi
 const vdi = program.command('vdi').description('virtual disk images');
@@ -156,7 +171,7 @@ conn(vdi.command('restore').description('apply a backup from stdin: onto snapsho
   .option('-s, --snapshot <id|tag>', 'the base snapshot the differential backup was taken from')
   .action(act(async (name: string, o: Opts) => vdiRestore(name, { ...o, snapshot: o.snapshot as string | undefined })));
 
-for (const c of [program, cluster, node, vdi, ...cluster.commands, ...node.commands, ...vdi.commands, ...lock.commands]) {
+for (const c of [program, cluster, node, vdi, ...cluster.commands, ...node.commands, ...vdi.commands, ...lock.commands, ...recover.commands, ...recovery.commands]) {
   c.exitOverride((err) => {
     process.exit(err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0 ? 0 : EXIT_USAGE);
   });

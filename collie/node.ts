@@ -4,8 +4,8 @@ import { Op } from '../lib/proto.js';
 import { SheepClient } from '../lib/client.js';
 import { formatSize } from '../lib/units.js';
 import type { NodeListReply, StatSheepReply } from '../sheep/ops.js';
-import type { RecoveryStatus } from '../sheep/recovery.js';
-import { CliError, EXIT_SYSFAIL, withClient, out, reason, padL, padR, type ConnOpts } from './common.js';
+import type { RecoveryStatus, Throttle } from '../sheep/recovery.js';
+import { CliError, EXIT_SYSFAIL, EXIT_USAGE, withClient, out, reason, padL, padR, type ConnOpts } from './common.js';
 
 export async function nodeList(o: ConnOpts): Promise<NodeListReply> {
   try {
@@ -65,8 +65,24 @@ export async function nodeRecoveryCmd(o: ConnOpts): Promise<void> {
       process.stderr.write(`${n.nid}: ${reason(e)}\n`);
       continue;
     }
-    if (st.state !== 'running') continue;
+    if (st.state === 'idle') continue;
     const pct = st.total ? (100 * st.done) / st.total : 0;
     out(`${padL(i, 4)}   ${padR(`${n.host}:${n.port}`, 20)}\t${padL(n.vnodes, 2)}${padL(n.zone, 11)}${padL(pct.toFixed(1), 11)}%\n`);
   }
+}
+
+export async function nodeSetThrottle(max: string, interval: string, o: ConnOpts): Promise<void> {
+  const m = Number(max);
+  const i = Number(interval);
+  const ok = (n: number) => Number.isInteger(n) && n >= 0;
+  if (!ok(m) || !ok(i) || (m === 0) !== (i === 0)) {
+    throw new CliError(`Invalid interval max (${max}), interval (${interval}): both 0 (no limit) or both positive integers`, EXIT_USAGE);
+  }
+  await withClient(o, (c) => c.control(Op.SET_RECOVERY_THROTTLE, { max: m, interval: i }));
+}
+
+export async function nodeGetThrottle(o: ConnOpts): Promise<void> {
+  const t = await withClient(o, (c) => c.control<Throttle>(Op.GET_RECOVERY_THROTTLE));
+  // the original prints this on stderr
+  process.stderr.write(`max (${t.max}), interval (${t.interval})\n`);
 }

@@ -26,6 +26,7 @@ export const Op = {
   STAT_SHEEP: 0x86,
   STAT_CLUSTER: 0x87,
   GET_VDI_ATTR: 0x89,
+  FORCE_RECOVER: 0x8a,
   STAT_RECOVERY: 0x97,
   KILL_NODE: 0x9a,
   GET_OBJ_LIST: 0xa1,
@@ -34,11 +35,16 @@ export const Op = {
   READ_PEER: 0xa4,
   WRITE_PEER: 0xa5,
   REMOVE_PEER: 0xa6,
+  ENABLE_RECOVER: 0xa8,
+  DISABLE_RECOVER: 0xa9,
   FLUSH_NODES: 0xad,
   FLUSH_PEER: 0xae,
   // ours: lock table listing and forced unlock for `collie vdi lock`
   LOCK_LIST: 0xc0,
   LOCK_FORCE_RELEASE: 0xc1,
+  // ours: recovery throttling of one node (`collie node recovery set-throttle|get-throttle`)
+  SET_RECOVERY_THROTTLE: 0xc2,
+  GET_RECOVERY_THROTTLE: 0xc3,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 

@@ -31,6 +31,8 @@ export interface GatewayContext {
   objectSize(oid: bigint): number;
   /** resolves at the next membership change (or after ms) */
   membershipChange(ms: number): Promise<void>;
+  /** throws WAIT_FOR_JOIN or HALT while the cluster may not do object I/O */
+  ioAllowed(): void;
 }
 
 /** Errors after which the same request may succeed on the next epoch. */
@@ -172,6 +174,7 @@ export class Gateway implements ObjectIo {
   private async replicated(oid: bigint, op: (n: NodeInfo) => Promise<unknown>): Promise<void> {
     const deadline = Date.now() + RETRY_FOR_MS;
     for (;;) {
+      this.ctx.ioAllowed();
       const targets = this.targets(oid);
       if (!targets.length) throw new SdError(Res.HALT, 'no node to store objects on');
       const results = await Promise.allSettled(targets.map(op));
@@ -189,6 +192,7 @@ export class Gateway implements ObjectIo {
   private async readAnywhere(oid: bigint, offset: number, length: number, except?: NodeInfo): Promise<Buffer> {
     const deadline = Date.now() + RETRY_FOR_MS;
     for (;;) {
+      this.ctx.ioAllowed();
       const targets = this.targets(oid);
       const order = [...targets.filter((n) => this.isMe(n)), ...targets.filter((n) => !this.isMe(n)),
         ...this.ctx.nodes().filter((n) => !targets.includes(n))].filter((n) => n.nid !== except?.nid);

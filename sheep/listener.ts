@@ -79,6 +79,9 @@ export class Listener extends SocketServer {
     const sys = this.sys;
     if (sys.status === 'shutdown') return { result: Res.SHUTDOWN };
     if (op.needsFormat && sys.status === 'wait_format') return { result: Res.WAIT_FOR_FORMAT };
+    // peers still answer each other: their requests carry epochs, and recovery needs them
+    if (op.needsFormat && op.kind !== 'peer' && sys.status === 'wait_join') return { result: Res.WAIT_FOR_JOIN };
+    if (op.needsFormat && op.kind !== 'peer' && sys.status === 'halt') return { result: Res.HALT };
     const req: OpRequest = { prefix, hdr, data };
     try {
       return await op.handler(sys, req);

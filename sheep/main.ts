@@ -16,6 +16,7 @@ import { createDriver } from './cluster/local.js';
 import { processAlive as alive } from './cluster/local-sequencer.js';
 import { fnv1a64 } from '../lib/fnv.js';
 import { NbdServer, parseCidrList, type NbdConfig } from './nbd-server.js';
+import { parseThrottle, type Throttle } from './recovery.js';
 import type { GroupDriver, NodeInfo } from './cluster/driver.js';
 
 export const VERSION = '0.1.0';
@@ -31,6 +32,7 @@ interface SheepOptions {
   cluster: string;
   zone?: number;
   vnodes: number;
+  recovery: Throttle;
   nbd?: string | true;
   nbdSocket?: string;
   nbdAllow: string[];
@@ -70,6 +72,21 @@ function intArg(min: number, max: number) {
   };
 }
 
+/** -R max=N,interval=MS: at most N objects recovered per MS milliseconds. */
+function recoveryArg(v: string): Throttle {
+  const t: Partial<Record<'max' | 'interval', string>> = {};
+  for (const part of v.split(',')) {
+    const m = /^(max|interval)=(\d+)$/.exec(part.trim());
+    if (!m) throw new InvalidArgumentError(`cannot parse '${part}' (use max=N,interval=MS, e.g. max=50,interval=1000)`);
+    t[m[1] as 'max' | 'interval'] = m[2];
+  }
+  try {
+    return parseThrottle({ max: Number(t.max ?? 0), interval: Number(t.interval ?? 0) });
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
 function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
   const program = new Command('sheep')
     .description('Sheepdog storage daemon: stores objects in DIR and serves the sheepdog protocol (QEMU, collie)')
@@ -85,6 +102,7 @@ function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
     .option('-c, --cluster <driver>', 'cluster driver: local[:DIR] (sheep on this machine sharing DIR, default /tmp/sheepdog-local) or corosync[:GROUP]', 'local')
     .option('-z, --zone <zone>', 'zone id: replicas go to distinct zones (default: derived from the address, so one zone per machine)', intArg(0, 2 ** 32 - 1))
     .option('-V, --vnodes <n>', 'virtual nodes on the placement ring', intArg(1, 65535), 64)
+    .option('-R, --recovery <max=N,interval=MS>', 'throttle recovery: at most N objects copied per MS milliseconds (default: no limit)', recoveryArg, { max: 0, interval: 0 })
     .option('--nbd [[host:]port]', 'serve VDIs over NBD (default port 10809): export NAME, or NAME@TAG / NAME@SNAPID read-only')
     .option('--nbd-socket <path>', 'serve NBD on this Unix socket too')
     .option('--nbd-allow <cidr,...>', 'only NBD clients from these networks (repeatable)', collect, [])
@@ -164,6 +182,7 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   const group = createDriver(o.cluster);
   parts.group = group;
   const sys = new System(dir, me, store, group, log);
+  if (o.recovery.max) sys.recovery.setThrottle(o.recovery);
   group.onLost = (why) => {
     // without the group this node can no longer agree with the others: stop rather than diverge
     log.fatal({ why }, 'lost the cluster driver');

@@ -16,9 +16,9 @@ import { SD_INODE_SIZE } from '../lib/inode.js';
 
 /** Nothing a sheep stores is larger than a 2^31-byte object. */
 const MAX_OBJECT_SIZE = Math.max(2 ** 31, SD_INODE_SIZE);
-import { STATUS_TEXT, type System } from './system.js';
+import type { System } from './system.js';
 import type { VdiEntry } from './vdi.js';
-import { localList, packObjList } from './recovery.js';
+import { localList, packObjList, parseThrottle, type Throttle } from './recovery.js';
 
 export type OpKind = 'gateway' | 'peer' | 'cluster' | 'local';
 
@@ -280,6 +280,7 @@ async function statSheep(sys: System): Promise<OpReply> {
 export interface StatClusterReply {
   status: string;
   statusText: string;
+  autoRecovery: boolean;
   ctime: number;
   epoch: number;
   copies: number;
@@ -296,7 +297,8 @@ async function statCluster(sys: System): Promise<OpReply> {
   const c = sys.config;
   const r: StatClusterReply = {
     status: sys.status,
-    statusText: STATUS_TEXT[sys.status],
+    statusText: sys.statusText,
+    autoRecovery: sys.autoRecovery,
     ctime: c?.ctime ?? 0,
     epoch: sys.epoch,
     copies: c?.copies ?? 0,
@@ -326,6 +328,30 @@ async function lockForceRelease(sys: System, req: OpRequest): Promise<OpReply> {
   return {};
 }
 
+async function forceRecover(sys: System): Promise<OpReply> {
+  await sys.decide({ kind: 'forceRecover' });
+  return {};
+}
+
+async function enableRecover(sys: System): Promise<OpReply> {
+  await sys.decide({ kind: 'autoRecovery', enabled: true });
+  return {};
+}
+
+async function disableRecover(sys: System): Promise<OpReply> {
+  await sys.decide({ kind: 'autoRecovery', enabled: false });
+  return {};
+}
+
+async function setRecoveryThrottle(sys: System, req: OpRequest): Promise<OpReply> {
+  sys.recovery.setThrottle(parseThrottle(args<Partial<Throttle>>(req)));
+  return {};
+}
+
+async function getRecoveryThrottle(sys: System): Promise<OpReply> {
+  return reply(sys.recovery.throttle);
+}
+
 // ------------------------------------------------------------------ the table
 
 const g = (name: string, handler: OpDef['handler']): OpDef => ({ name, kind: 'gateway', needsFormat: true, handler });
@@ -346,7 +372,12 @@ export const OPS: ReadonlyMap<number, OpDef> = new Map<number, OpDef>([
   [Op.REMOVE_PEER, p('REMOVE_PEER', removePeer)],
   [Op.FLUSH_PEER, p('FLUSH_PEER', flushPeer)],
   [Op.GET_OBJ_LIST, p('GET_OBJ_LIST', getObjList)],
-  [Op.STAT_RECOVERY, l('STAT_RECOVERY', statRecovery)],
+  [Op.STAT_RECOVERY, l('STAT_RECOVERY', statRecovery, false)],
+  [Op.SET_RECOVERY_THROTTLE, l('SET_RECOVERY_THROTTLE', setRecoveryThrottle, false)],
+  [Op.GET_RECOVERY_THROTTLE, l('GET_RECOVERY_THROTTLE', getRecoveryThrottle, false)],
+  [Op.FORCE_RECOVER, c('FORCE_RECOVER', forceRecover, false)],
+  [Op.ENABLE_RECOVER, c('ENABLE_RECOVER', enableRecover, false)],
+  [Op.DISABLE_RECOVER, c('DISABLE_RECOVER', disableRecover, false)],
   [Op.NEW_VDI, c('NEW_VDI', newVdi)],
   [Op.LOCK_VDI, c('LOCK_VDI', lockVdi)],
   [Op.RELEASE_VDI, c('RELEASE_VDI', releaseVdi)],
@@ -359,7 +390,7 @@ export const OPS: ReadonlyMap<number, OpDef> = new Map<number, OpDef>([
   [Op.GET_VDI_ATTR, c('GET_VDI_ATTR', getVdiAttr)],
   [Op.LOCK_FORCE_RELEASE, c('LOCK_FORCE_RELEASE', lockForceRelease)],
   [Op.GET_NODE_LIST, l('GET_NODE_LIST', getNodeList, false)],
-  [Op.STAT_SHEEP, l('STAT_SHEEP', statSheep)],
+  [Op.STAT_SHEEP, l('STAT_SHEEP', statSheep, false)],
   [Op.STAT_CLUSTER, l('STAT_CLUSTER', statCluster, false)],
   [Op.LOCK_LIST, l('LOCK_LIST', lockList)],
 ]);

@@ -25,7 +25,8 @@ export interface RecoveryContext {
 }
 
 export interface RecoveryStatus {
-  state: 'idle' | 'running';
+  /** waiting: a membership change needs recovery but automatic recovery is disabled */
+  state: 'idle' | 'running' | 'waiting';
   epoch: number;
   done: number;
   total: number;
@@ -35,6 +36,22 @@ const CONNECT_RETRY_MS = 15_000;
 const MAX_ATTEMPTS = 10;
 /** How long a node waits for the new owners of its old copies before keeping them. */
 const SET_ASIDE_WAIT_MS = 60_000;
+
+/** At most `max` objects copied per `interval` ms (0, 0: no limit), as Sheepdog's `-R max=,interval=`. */
+export interface Throttle {
+  max: number;
+  interval: number;
+}
+
+export function parseThrottle(t: Partial<Throttle>): Throttle {
+  const max = Number(t.max ?? 0);
+  const interval = Number(t.interval ?? 0);
+  const ok = (n: number) => Number.isInteger(n) && n >= 0 && n <= 2 ** 31;
+  if (!ok(max) || !ok(interval) || (max === 0) !== (interval === 0)) {
+    throw new SdError(Res.INVALID_PARMS, `Invalid interval max (${t.max}), interval (${t.interval}): both 0 (no limit) or both positive`);
+  }
+  return { max, interval };
+}
 
 /** [oid as 16 hex digits, epoch of its last write] */
 export type ObjList = Array<[string, number]>;
@@ -46,6 +63,8 @@ export class Recovery {
   onFinished: (epoch: number) => Promise<void> = async () => undefined;
   /** resolves when the current run ends (tests and shutdown wait for it) */
   private running: Promise<void> = Promise.resolve();
+  throttle: Throttle = { max: 0, interval: 0 };
+  private window = { start: 0, count: 0 };
 
   constructor(private readonly store: ObjectStore, private readonly ctx: RecoveryContext, private readonly log: Logger) {}
 
@@ -75,6 +94,39 @@ export class Recovery {
         await new Promise((r) => setTimeout(r, 500 * attempt));
       }
     }
+  }
+
+  /** Abandons the current run (the node halted): nothing is copied until the next start(). */
+  stop(): void {
+    this.generation++;
+    this.status = { ...this.status, state: 'idle' };
+  }
+
+  /** Automatic recovery is off: show that the epoch waits for it. */
+  defer(): void {
+    this.stop();
+    this.status = { state: 'waiting', epoch: this.ctx.epoch(), done: 0, total: 0 };
+  }
+
+  setThrottle(t: Throttle): void {
+    this.throttle = t;
+    this.window = { start: 0, count: 0 };
+    this.log.info(t, 'recovery throttle set');
+  }
+
+  /** Waits for the next throttle window once this one has copied its `max` objects. */
+  private async pace(gen: number): Promise<void> {
+    const { max, interval } = this.throttle;
+    if (!max || !interval) return;
+    let now = Date.now();
+    if (now - this.window.start >= interval) this.window = { start: now, count: 0 };
+    if (this.window.count >= max) {
+      await new Promise((r) => setTimeout(r, this.window.start + interval - now));
+      this.current(gen);
+      now = Date.now();
+      this.window = { start: now, count: 0 };
+    }
+    this.window.count++;
   }
 
   whenIdle(): Promise<void> {
@@ -164,6 +216,7 @@ export class Recovery {
           // newest copy first; a holder that fails (it may be leaving) hands over to the next
           let copied = false;
           let lastError: unknown = null;
+          await this.pace(gen);
           for (const h of holders) {
             try {
               const data = await this.pull(h.node, oid);

@@ -21,13 +21,22 @@ import path from 'node:path';
 import type { GroupDriver, NodeInfo } from './cluster/driver.js';
 import type { Logger } from './log.js';
 
-export type Status = 'wait_format' | 'running' | 'shutdown';
+/**
+ * wait_join: a formatted cluster restarted and waits for the nodes of its last epoch (or `collie
+ * cluster recover force`); halt: this side lost the majority of the last epoch's nodes in a network
+ * split and refuses I/O rather than diverge.
+ */
+export type Status = 'wait_format' | 'wait_join' | 'running' | 'halt' | 'shutdown';
 
-export const STATUS_TEXT: Record<Status, string> = {
-  wait_format: 'Waiting for cluster to be formatted',
-  running: 'running, auto-recovery enabled',
-  shutdown: 'System is shutting down',
-};
+export function statusText(s: Status, autoRecovery: boolean): string {
+  switch (s) {
+    case 'wait_format': return 'Waiting for cluster to be formatted';
+    case 'wait_join': return 'Waiting for other nodes to join cluster';
+    case 'running': return `running, auto-recovery ${autoRecovery ? 'enabled' : 'disabled'}`;
+    case 'halt': return 'IO has halted as there are not enough living nodes';
+    case 'shutdown': return 'System is shutting down';
+  }
+}
 
 /**
  * A cluster-wide decision. Every node applies the same decisions in the same order to its own copy
@@ -43,14 +52,26 @@ export type ClusterOp =
   | { kind: 'release'; vid: number }
   | { kind: 'forceRelease'; vid: number }
   | { kind: 'header'; update: HeaderUpdate }
-  | { kind: 'recovered'; nid: string; epoch: number };
+  | { kind: 'recovered'; nid: string; epoch: number }
+  | { kind: 'forceRecover' }
+  | { kind: 'autoRecovery'; enabled: boolean };
 
 /** What sheep say to each other through the cluster driver, in one total order. */
 type GroupMsg =
   | { t: 'join'; node: NodeInfo; ctime: number; epoch: number }
-  | { t: 'welcome'; to: string; node: NodeInfo; snapshot: ClusterSnapshot }
+  | { t: 'welcome'; to: string; node: NodeInfo; storeEpoch: number; snapshot: ClusterSnapshot }
   | { t: 'reject'; to: string; reason: string }
-  | { t: 'op'; seq: number; op: ClusterOp };
+  | { t: 'op'; seq: number; op: ClusterOp }
+  /** the end of WAIT_FOR_JOIN: the member with the newest history hands its state to all */
+  | { t: 'resume'; snapshot: ClusterSnapshot; forced: boolean };
+
+/** A member of the group that the cluster accepted. */
+interface Member {
+  member: string;
+  info: NodeInfo;
+  /** the epoch of the node's own store when it joined (chooses whose history a restart resumes) */
+  storeEpoch: number;
+}
 
 /** The state a joining node takes over from the oldest member. */
 interface ClusterSnapshot {
@@ -58,8 +79,9 @@ interface ClusterSnapshot {
   status: Status;
   epoch: number;
   history: EpochRecord[];
-  nodes: Array<{ member: string; info: NodeInfo }>;
+  nodes: Member[];
   vdis: VdiState;
+  autoRecovery: boolean;
 }
 
 /** The VDI table as every node last applied it (DIR/vdi-state): inode objects live on other nodes. */
@@ -99,8 +121,15 @@ export class System {
   /** this node's id in the group (driver level) */
   private member = '';
   /** accepted sheep, oldest first; nodes[0] answers join requests */
-  private nodes: Array<{ member: string; info: NodeInfo }> = [];
+  private nodes: Member[] = [];
   private accepted = false;
+  /** asking to be taken back after a network split (never founds a cluster meanwhile) */
+  private rejoining = false;
+  /** recovery is paused (`collie cluster recover disable`); deferred: a membership change waits for it */
+  autoRecovery = true;
+  private recoveryDeferred = false;
+  /** this node sent the resume that ends WAIT_FOR_JOIN (start() waits for it to arrive) */
+  private resumeSent = false;
   /** group members older than this node: while any is alive, it does not found a cluster itself */
   private readonly older = new Set<string>();
   private joinDelivered = false;
@@ -128,7 +157,7 @@ export class System {
       copies: (oid: bigint) => this.vdis.get(oidToVid(oid))?.nrCopies || this.config?.copies || 1,
       objectSize: (oid: bigint) => objectSize(this, oid),
     };
-    this.gateway = new Gateway(store, { ...placement, membershipChange: (ms) => this.membershipChange(ms) }, log);
+    this.gateway = new Gateway(store, { ...placement, membershipChange: (ms) => this.membershipChange(ms), ioAllowed: () => this.ioAllowed() }, log);
     this.vdis = new VdiTable(this.gateway, log);
     this.vdis.onHeaderChange = async (update) => { await this.decide({ kind: 'header', update }); };
     this.epochLog = new EpochLog(dir);
@@ -153,6 +182,10 @@ export class System {
       deliver: (from, msg) => this.enqueue(() => this.onDeliver(from, msg)),
     });
     await this.joined;
+    // a restart that finds every node of its last epoch (a single sheep, say) resumes at once
+    for (const deadline = Date.now() + 3000; this.status === 'wait_join' && this.resumeSent && Date.now() < deadline;) {
+      await this.membershipChange(200);
+    }
   }
 
   private enqueue(fn: () => Promise<void>): void {
@@ -162,6 +195,16 @@ export class System {
   get clusterDefaults(): ClusterDefaults {
     const c = this.config;
     return { copies: c?.copies ?? 0, copyPolicy: c?.copyPolicy ?? 0, blockSizeShift: c?.blockSizeShift ?? 0 };
+  }
+
+  /** Object I/O is refused while the cluster waits for its nodes or has lost its majority. */
+  ioAllowed(): void {
+    if (this.status === 'wait_join') throw new SdError(Res.WAIT_FOR_JOIN);
+    if (this.status === 'halt') throw new SdError(Res.HALT);
+  }
+
+  get statusText(): string {
+    return statusText(this.status, this.autoRecovery);
   }
 
   /** The sheep of the cluster, oldest first. */
@@ -198,6 +241,13 @@ export class System {
       }
       return;
     }
+    if (this.status === 'halt' && joined.some((m) => m !== this.member && !this.nodes.some((n) => n.member === m))) {
+      // the network healed: the other side (which kept the majority) runs the cluster. Ask it to
+      // take us back like any returning node; our copies are set aside against its newer epoch.
+      await this.rejoin();
+      return;
+    }
+    let changed = false;
     for (const m of left) {
       const i = this.nodes.findIndex((n) => n.member === m);
       if (i < 0) continue;
@@ -205,13 +255,24 @@ export class System {
       this.nodes.splice(i, 1);
       this.vdis.dropLocksOf(gone.nid);
       this.log.warn({ node: gone.nid }, 'node left the cluster');
-      await this.membershipChanged();
+      changed = true;
     }
+    if (changed) await this.membershipChanged();
   }
 
   private async sendJoin(): Promise<void> {
     const msg: GroupMsg = { t: 'join', node: this.me, ctime: this.config?.ctime ?? 0, epoch: this.config ? this.epoch : 0 };
     await this.group.mcast(pack(msg)).catch((e) => this.joinedReject(new Error(`cluster driver: ${(e as Error).message}`)));
+  }
+
+  /** Leaves the halted cluster state and asks the running side for a welcome. */
+  private async rejoin(): Promise<void> {
+    this.log.warn({ epoch: this.epoch }, 'the network healed: rejoining the cluster that kept the majority');
+    this.accepted = false;
+    this.rejoining = true;
+    this.joinDelivered = false;
+    this.pending = [];
+    await this.sendJoin();
   }
 
   private async onDeliver(from: string, raw: Buffer): Promise<void> {
@@ -223,12 +284,14 @@ export class System {
       return;
     }
     if (!this.accepted) {
+      // a node rejoining after a split never founds: the running side answers it
+      const mayFound = this.older.size === 0 && !this.rejoining;
       if (msg.t === 'join' && from === this.member) {
         this.joinDelivered = true;
-        if (this.older.size === 0) await this.found();
+        if (mayFound) await this.found();
         return;
       }
-      if (msg.t === 'join' && this.older.size === 0 && this.joinDelivered) {
+      if (msg.t === 'join' && mayFound && this.joinDelivered) {
         await this.found(); // we are the oldest: found the cluster, then answer as its master
       } else {
         if (msg.t === 'welcome' && msg.to === this.member) return this.welcomed(msg);
@@ -246,7 +309,7 @@ export class System {
         return this.answerJoin(from, msg);
       case 'welcome':
         if (msg.to !== this.member && !this.nodes.some((n) => n.member === msg.to)) {
-          this.nodes.push({ member: msg.to, info: msg.node });
+          this.nodes.push({ member: msg.to, info: msg.node, storeEpoch: msg.storeEpoch });
           this.log.info({ node: msg.node.nid }, 'node joined the cluster');
           await this.membershipChanged();
         }
@@ -255,16 +318,32 @@ export class System {
         return;
       case 'op':
         return this.applyOp(from, msg);
+      case 'resume':
+        return this.resumed(msg);
     }
   }
 
   /** The first sheep of a cluster starts from its own store. */
   private async found(): Promise<void> {
     this.accepted = true;
-    this.nodes = [{ member: this.member, info: this.me }];
+    this.nodes = [{ member: this.member, info: this.me, storeEpoch: this.config ? this.epoch : 0 }];
+    // a formatted cluster that restarts waits for the nodes of its last epoch
+    if (this.config) this.status = 'wait_join';
     this.log.info({ formatted: !!this.config, epoch: this.epoch }, 'this node founds the cluster');
     await this.membershipChanged();
     this.joinedResolve();
+  }
+
+  private async snapshot(): Promise<ClusterSnapshot> {
+    return {
+      config: this.config,
+      status: this.status,
+      epoch: this.epoch,
+      history: this.config ? await this.epochLog.readAll() : [],
+      nodes: this.nodes,
+      vdis: this.vdis.exportState(),
+      autoRecovery: this.autoRecovery,
+    };
   }
 
   /** The oldest sheep answers join requests: state transfer, or a refusal with the reason. */
@@ -274,7 +353,8 @@ export class System {
     if (this.nodes.some((n) => n.info.nid === msg.node.nid)) reason = `a node with address ${msg.node.nid} is already a member`;
     else if (this.config && msg.ctime && msg.ctime !== this.config.ctime) {
       reason = `the node belongs to another cluster (created ${new Date(msg.ctime).toISOString()}, this one ${new Date(this.config.ctime).toISOString()})`;
-    } else if (this.config && msg.ctime && msg.epoch > this.epoch) {
+    } else if (this.config && msg.ctime && msg.epoch > this.epoch && this.status !== 'wait_join') {
+      // while waiting for the last epoch's nodes a newer history is welcome: it is the one resumed
       reason = `conflicting epoch history: the node has epoch ${msg.epoch}, the cluster ${this.epoch}`;
     }
     if (reason) {
@@ -282,20 +362,35 @@ export class System {
       await this.group.mcast(pack({ t: 'reject', to: from, reason } satisfies GroupMsg));
       return;
     }
-    const snapshot: ClusterSnapshot = {
-      config: this.config,
-      status: this.status,
-      epoch: this.epoch,
-      history: this.config ? await this.epochLog.readAll() : [],
-      nodes: this.nodes,
-      vdis: this.vdis.exportState(),
-    };
-    await this.group.mcast(pack({ t: 'welcome', to: from, node: msg.node, snapshot } satisfies GroupMsg));
+    const welcome: GroupMsg = { t: 'welcome', to: from, node: msg.node, storeEpoch: msg.epoch, snapshot: await this.snapshot() };
+    await this.group.mcast(pack(welcome));
   }
 
   /** Our welcome: take over the cluster's state, replay what happened since, then count ourselves in. */
   private async welcomed(msg: Extract<GroupMsg, { t: 'welcome' }>): Promise<void> {
     const snap = msg.snapshot;
+    if (snap.status === 'wait_join') {
+      // the cluster is restarting: keep our own history until the newest one is chosen (resume)
+      this.status = 'wait_join';
+      this.autoRecovery = snap.autoRecovery;
+    } else {
+      await this.adopt(snap);
+    }
+    this.nodes = [...snap.nodes];
+    this.accepted = true;
+    this.rejoining = false;
+    const replay = this.pending;
+    this.pending = [];
+    for (const ev of replay) await ev();
+    this.nodes.push({ member: this.member, info: this.me, storeEpoch: msg.storeEpoch });
+    this.log.info({ nodes: this.nodes.map((n) => n.info.nid), epoch: this.epoch, status: this.status }, 'joined the cluster');
+    await this.membershipChanged();
+    if (this.config) await saveVdiState(this.dir, this.vdis.exportState());
+    this.joinedResolve();
+  }
+
+  /** Takes over the cluster state of `snap` (config, epoch history, VDI table). */
+  private async adopt(snap: ClusterSnapshot): Promise<void> {
     if (this.config && snap.config && this.epoch < snap.epoch) {
       // the cluster went on without us: our copies may miss writes. Never serve them; keep them aside
       // (obj/.stale) for recovery. Reads fail over to the members, writes copy the object here first.
@@ -308,32 +403,86 @@ export class System {
     for (const r of snap.history) await this.epochLog.append(r);
     this.epoch = snap.epoch;
     this.status = snap.status;
+    this.autoRecovery = snap.autoRecovery;
     this.vdis.importState(snap.vdis);
-    this.nodes = [...snap.nodes];
-    this.accepted = true;
-    const replay = this.pending;
-    this.pending = [];
-    for (const ev of replay) await ev();
-    this.nodes.push({ member: this.member, info: this.me });
-    this.log.info({ nodes: this.nodes.map((n) => n.info.nid), epoch: this.epoch }, 'joined the cluster');
-    await this.membershipChanged();
-    if (this.config) await saveVdiState(this.dir, this.vdis.exportState());
-    this.joinedResolve();
   }
 
-  private async membershipChanged(): Promise<void> {
+  /**
+   * The end of WAIT_FOR_JOIN, applied by every member in delivery order: the newest history becomes
+   * everyone's, and recovery runs (a restart may have interrupted one).
+   */
+  private async resumed(msg: Extract<GroupMsg, { t: 'resume' }>): Promise<void> {
+    if (this.status !== 'wait_join') return;
+    await this.adopt({ ...msg.snapshot, status: 'running' });
+    await saveVdiState(this.dir, this.vdis.exportState());
+    this.log.info({ epoch: this.epoch, forced: msg.forced, nodes: this.members.map((n) => n.nid) }, 'cluster resumed after a restart');
+    await this.membershipChanged(true);
+  }
+
+  /** The member whose store has the newest epoch history (the oldest such member on a tie). */
+  private get historyLeader(): Member | undefined {
+    let best: Member | undefined;
+    for (const n of this.nodes) if (!best || n.storeEpoch > best.storeEpoch) best = n;
+    return best;
+  }
+
+  /** WAIT_FOR_JOIN: the leader resumes the cluster once every node of its last epoch is back. */
+  private async checkResume(forced: boolean): Promise<void> {
+    if (this.status !== 'wait_join' || this.historyLeader?.member !== this.member || !this.config) return;
+    const last = await this.epochLog.latest();
+    const here = new Set(this.members.map((n) => n.nid));
+    const missing = (last?.nodes ?? []).filter((n) => !here.has(n.nid)).map((n) => n.nid);
+    if (missing.length && !forced) {
+      this.log.info({ missing }, 'waiting for the nodes of the last epoch to join');
+      return;
+    }
+    if (missing.length) this.log.warn({ missing }, 'recovery forced: going on without these nodes');
+    const snap = await this.snapshot();
+    this.resumeSent = true;
+    await this.group.mcast(pack({ t: 'resume', snapshot: { ...snap, nodes: [] }, forced } satisfies GroupMsg));
+  }
+
+  /**
+   * After a split, only the side with a majority of the last epoch's nodes may go on (on a tie, the
+   * side with that epoch's oldest node). Drivers that cannot split (local) never halt.
+   */
+  private hasQuorum(last: EpochRecord | null): boolean {
+    if (!this.group.canPartition || !last) return true;
+    const here = new Set(this.members.map((n) => n.nid));
+    const present = last.nodes.filter((n) => here.has(n.nid)).length;
+    if (present * 2 !== last.nodes.length) return present * 2 > last.nodes.length;
+    return here.has(last.nodes[0].nid);
+  }
+
+  private async membershipChanged(resumed = false): Promise<void> {
     if (!this.config) {
-      if (this.status !== 'shutdown') this.status = 'wait_format';
-    } else {
+      if (this.status !== 'shutdown' && this.status !== 'wait_join') this.status = 'wait_format';
+    } else if (this.status === 'wait_join') {
+      await this.checkResume(false);
+    } else if (this.status !== 'shutdown') {
       const last = await this.epochLog.latest();
-      const changed = !last || !sameNodes(last.nodes, this.members);
-      if (changed) {
-        await this.newEpoch((last?.epoch ?? 0) + 1);
-        this.recoveredNodes.clear();
+      if (!this.hasQuorum(last)) {
+        // no new epoch on this side: the majority's history goes on, ours must not fork from it
+        if (this.status !== 'halt') this.log.error({ members: this.members.map((n) => n.nid), epoch: this.epoch }, 'lost the majority of the last epoch: I/O halted');
+        this.status = 'halt';
+        this.recovery.stop();
+      } else {
+        if (this.status === 'halt') this.log.warn('the majority of the last epoch is back: I/O resumes');
+        this.status = 'running';
+        const changed = !last || !sameNodes(last.nodes, this.members);
+        if (changed) {
+          await this.newEpoch((last?.epoch ?? 0) + 1);
+          this.recoveredNodes.clear();
+        }
+        // every membership change moves placement: each node fills what it now owns
+        if (this.accepted && (changed || resumed)) {
+          if (this.autoRecovery) this.recovery.start();
+          else {
+            this.recoveryDeferred = true;
+            this.recovery.defer();
+          }
+        }
       }
-      if (this.status !== 'shutdown') this.status = 'running';
-      // every membership change moves placement: each node fills what it now owns
-      if (this.accepted && this.status === 'running' && changed) this.recovery.start();
     }
     const w = this.epochWaiters;
     this.epochWaiters = [];
@@ -401,6 +550,11 @@ export class System {
         return this.vdis.applyHeader(op.update);
       case 'recovered':
         return this.applyRecovered(op.nid, op.epoch);
+      case 'forceRecover':
+        if (this.status !== 'wait_join') throw new SdError(Res.INVALID_PARMS, 'the cluster is not waiting for nodes to join');
+        return this.checkResume(true);
+      case 'autoRecovery':
+        return this.applyAutoRecovery(op.enabled);
     }
   }
 
@@ -467,6 +621,16 @@ export class System {
     this.recoveredNodes.clear();
     const n = await this.store.purgeStale();
     if (n) this.log.info({ epoch, objects: n }, 'recovery finished on every node: set-aside copies removed');
+  }
+
+  /** `collie cluster recover enable|disable`: enabling runs the recovery that waited meanwhile. */
+  private applyAutoRecovery(enabled: boolean): void {
+    this.autoRecovery = enabled;
+    this.log.info({ enabled }, 'automatic recovery');
+    if (enabled && this.recoveryDeferred && this.status === 'running') {
+      this.recoveryDeferred = false;
+      this.recovery.start();
+    }
   }
 
   private async applyShutdown(): Promise<void> {

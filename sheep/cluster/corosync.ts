@@ -7,6 +7,7 @@ import type { GroupDriver, GroupEvents } from './driver.js';
 const memberId = (m: CpgMember) => `${m.nodeid}:${m.pid}`;
 
 export class CorosyncGroup implements GroupDriver {
+  readonly canPartition = true;
   readonly name = 'corosync';
   private cpg: CpgGroup | null = null;
   /** called when corosync goes away under us */

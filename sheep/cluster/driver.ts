@@ -23,6 +23,8 @@ export interface GroupEvents {
 
 export interface GroupDriver {
   readonly name: string;
+  /** the members can be split into groups that do not see each other (a network partition) */
+  readonly canPartition: boolean;
   /** connects; returns this member's id in the group (`preferred` where the driver lets us choose) */
   init(preferred: string): Promise<string>;
   /** joins the group; the first confchg delivered afterwards contains this member in `joined` */

@@ -14,6 +14,7 @@ export const DEFAULT_LOCAL_DIR = '/tmp/sheepdog-local';
 const SEQUENCER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'local-sequencer.js');
 
 export class LocalGroup implements GroupDriver {
+  readonly canPartition = false;
   readonly name = 'local';
   private sock: net.Socket | null = null;
   private stopping = false;
