@@ -30,6 +30,8 @@ export interface RecoveryStatus {
   epoch: number;
   done: number;
   total: number;
+  /** objects copied to this node in this run (the throttle counts these) */
+  copied: number;
 }
 
 const CONNECT_RETRY_MS = 15_000;
@@ -58,7 +60,7 @@ export type ObjList = Array<[string, number]>;
 
 export class Recovery {
   private generation = 0;
-  status: RecoveryStatus = { state: 'idle', epoch: 0, done: 0, total: 0 };
+  status: RecoveryStatus = { state: 'idle', epoch: 0, done: 0, total: 0, copied: 0 };
   /** told when this node finished recovering an epoch (the cluster counts finished nodes) */
   onFinished: (epoch: number) => Promise<void> = async () => undefined;
   /** resolves when the current run ends (tests and shutdown wait for it) */
@@ -72,7 +74,7 @@ export class Recovery {
   start(): void {
     const gen = ++this.generation;
     const epoch = this.ctx.epoch();
-    this.status = { state: 'running', epoch, done: 0, total: 0 };
+    this.status = { state: 'running', epoch, done: 0, total: 0, copied: 0 };
     // one run at a time: the superseded one stops at its next check, then the new one starts
     this.running = this.running.then(() => this.attempts(gen, epoch));
   }
@@ -105,7 +107,7 @@ export class Recovery {
   /** Automatic recovery is off: show that the epoch waits for it. */
   defer(): void {
     this.stop();
-    this.status = { state: 'waiting', epoch: this.ctx.epoch(), done: 0, total: 0 };
+    this.status = { state: 'waiting', epoch: this.ctx.epoch(), done: 0, total: 0, copied: 0 };
   }
 
   setThrottle(t: Throttle): void {
@@ -198,7 +200,7 @@ export class Recovery {
       const oid = parseOidHex(hex)!;
       if (ring.replicas(oid, this.ctx.copies(oid)).some((t) => t.nid === me.nid)) mine.push(oid);
     }
-    this.status = { state: 'running', epoch, done: 0, total: mine.length };
+    this.status = { state: 'running', epoch, done: 0, total: mine.length, copied: 0 };
     let pulled = 0;
     for (const oid of mine) {
       this.current(gen);
@@ -221,7 +223,10 @@ export class Recovery {
             try {
               const data = await this.pull(h.node, oid);
               this.current(gen);
-              if (await this.store.createIfAbsent(oid, data, h.epoch)) pulled++;
+              if (await this.store.createIfAbsent(oid, data, h.epoch)) {
+                pulled++;
+                this.status = { ...this.status, copied: this.status.copied + 1 };
+              }
               copied = true;
               break;
             } catch (e) {

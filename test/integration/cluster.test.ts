@@ -210,19 +210,44 @@ suite('local', false);
 const coroSkip = !corosyncAvailable() ? 'needs root and Debian\'s corosync' : !cpgAvailable().ok ? `the CPG addon is not built: ${(cpgAvailable() as { reason: string }).reason}` : false;
 suite('corosync', coroSkip);
 
-test('a node with a newer epoch history than the cluster is refused with the reason', async () => {
+/** Three nodes, copies=2: node 1 stops at epoch 1, node 2 at epoch 2, node 0 last at epoch 3. */
+async function staggeredStop(a: Cluster): Promise<void> {
+  await collie(a.sheep[0].port, ['cluster', 'format', '--copies=2']);
+  await a.sheep[1].stop();
+  await a.sheep[2].stop();
+  await until(async () => (await control<StatClusterReply>(a.sheep[0], Op.STAT_CLUSTER)).epoch === 3);
+  await a.sheep[0].stop();
+}
+
+test('after a full restart an older node waits, and the node with the newest history resumes the cluster', async () => {
   const a = await startCluster('local', 3);
   try {
-    await collie(a.sheep[0].port, ['cluster', 'format', '--copies=2']);
-    // node 1 leaves at epoch 1; node 0 sees two more changes (epochs 2 and 3) and stops too
-    await a.sheep[1].stop();
-    await a.sheep[2].stop();
-    await until(async () => (await control<StatClusterReply>(a.sheep[0], Op.STAT_CLUSTER)).epoch === 3);
-    await a.sheep[0].stop();
-    // node 1 comes back alone and founds from its own, older history
+    await staggeredStop(a);
+    // node 1 comes back first: its history (epoch 1) is older, so it waits for its last epoch's nodes
     await a.sheep[1].start();
+    const waiting = await control<StatClusterReply>(a.sheep[1], Op.STAT_CLUSTER);
+    assert.equal(waiting.status, 'wait_join');
+    assert.equal(waiting.epoch, 1);
+    // node 0 stopped last (epoch 3, whose only node it is): its history is the one resumed
+    await a.sheep[0].start();
+    await until(async () => (await control<StatClusterReply>(a.sheep[1], Op.STAT_CLUSTER)).status === 'running');
+    const st = await control<StatClusterReply>(a.sheep[1], Op.STAT_CLUSTER);
+    assert.deepEqual(st.history.map((h) => h.epoch), [4, 3, 2, 1]);
+    assert.deepEqual(st.history[1].nodes.map((n) => n.port), [a.sheep[0].port]);
+  } finally {
+    await a.stop();
+  }
+});
+
+test('after recover force, a node with a newer epoch history is refused with the reason', async () => {
+  const a = await startCluster('local', 3);
+  try {
+    await staggeredStop(a);
+    await a.sheep[1].start();
+    await control(a.sheep[1], Op.FORCE_RECOVER);
+    await until(async () => (await control<StatClusterReply>(a.sheep[1], Op.STAT_CLUSTER)).status === 'running');
     assert.equal((await control<StatClusterReply>(a.sheep[1], Op.STAT_CLUSTER)).epoch, 2);
-    // node 0, with epoch 3, must not be merged into it
+    // node 0, with epoch 3, must not be merged into the history the operator forced
     await assert.rejects(a.sheep[0].start(), /refused this node: conflicting epoch history: the node has epoch 3, the cluster 2/);
   } finally {
     await a.stop();

@@ -20,8 +20,8 @@ const sheep: SheepProcess[] = [];
 let data: Buffer;
 let vid = 0;
 
-async function add(zone: number): Promise<SheepProcess> {
-  const s = await new SheepProcess(path.join(base, `s${zone}`), sheep[zone]?.port ?? await freePort(), ['-c', `local:${base}/group`, '-z', String(zone)]).start();
+async function add(zone: number, extra: string[] = []): Promise<SheepProcess> {
+  const s = await new SheepProcess(path.join(base, `s${zone}`), sheep[zone]?.port ?? await freePort(), ['-c', `local:${base}/group`, '-z', String(zone), ...extra]).start();
   sheep[zone] = s;
   return s;
 }
@@ -51,26 +51,55 @@ async function recovered(): Promise<void> {
   }
 }
 
-/** How many live nodes hold each data object of the VDI. */
-async function copies(): Promise<number[]> {
+/** How many live nodes hold each of the first `objects` data objects of VDI `v`. */
+async function copies(v: number, objects: number): Promise<number[]> {
   const out: number[] = [];
-  for (let idx = 0; idx < data.length / (4 * MB); idx++) {
+  for (let idx = 0; idx < objects; idx++) {
     let n = 0;
-    for (const s of sheep) if (s?.alive && await fs.access(path.join(s.dir, 'obj', oidHex(vidToDataOid(vid, idx)))).then(() => true, () => false)) n++;
+    for (const s of sheep) if (s?.alive && await fs.access(path.join(s.dir, 'obj', oidHex(vidToDataOid(v, idx)))).then(() => true, () => false)) n++;
     out.push(n);
   }
   return out;
 }
 
 /** Every object has exactly 3 copies on live nodes (within a bound: recovery finishes in the background). */
-async function threeCopiesEach(): Promise<void> {
+async function threeCopiesEach(v = vid, objects = data.length / (4 * MB)): Promise<void> {
   const deadline = Date.now() + 20000;
-  let last = await copies();
+  let last = await copies(v, objects);
   while (!last.every((n) => n === 3) && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 100));
-    last = await copies();
+    last = await copies(v, objects);
   }
-  assert.deepEqual(last, Array(data.length / (4 * MB)).fill(3));
+  assert.deepEqual(last, Array(objects).fill(3));
+}
+
+/**
+ * A client that keeps writing random 1 MiB blocks into VDI `name` through node `s` and reads each
+ * back, comparing bytes, until stopped. It resolves with what it wrote (the expected image).
+ */
+function workload(s: SheepProcess, name: string, size: number): { stop: () => Promise<{ image: Buffer; ops: number }> } {
+  let running = true;
+  const image = Buffer.alloc(size);
+  const done = (async () => {
+    const c = await s.client();
+    let ops = 0;
+    try {
+      const v = await OpenVdi.open(c, await c.getVdiInfo(name));
+      while (running) {
+        const off = crypto.randomInt(size / MB) * MB;
+        const block = crypto.randomBytes(MB);
+        await v.write(off, block);
+        block.copy(image, off);
+        const back = await v.read(off, MB);
+        if (!back.equals(block)) throw new Error(`read back at ${off} differs from what was written`);
+        ops++;
+      }
+    } finally {
+      c.close();
+    }
+    return { image, ops };
+  })();
+  return { stop: async () => { running = false; return done; } };
 }
 
 async function readThrough(s: SheepProcess, len = data.length): Promise<Buffer> {
@@ -102,11 +131,30 @@ after(async () => {
   await fs.rm(base, { recursive: true, force: true });
 });
 
-test('after a node is lost every object again has exactly 3 copies on live nodes', async () => {
+test('a node killed under a verified write/read workload: no client error, then exactly 3 copies of every object', async () => {
+  const c = await sheep[0].client();
+  let wvid: number;
+  try {
+    wvid = await c.newVdi('busy', 16n * BigInt(MB));
+    await (await OpenVdi.open(c, wvid)).write(0, Buffer.alloc(16 * MB, 1)); // every object exists
+  } finally {
+    c.close();
+  }
+  const w = workload(sheep[0], 'busy', 16 * MB);
+  await new Promise((r) => setTimeout(r, 500));
   await sheep[1].kill9();
   await recovered();
+  const { image, ops } = await w.stop();
+  assert.ok(ops > 0, 'the workload ran');
   await threeCopiesEach();
+  await threeCopiesEach(wvid, 4);
   assert.ok((await readThrough(sheep[2])).equals(data));
+  const c2 = await sheep[3].client();
+  try {
+    assert.ok((await (await OpenVdi.open(c2, wvid)).read(0, 16 * MB)).equals(image), 'the workload VDI reads back what was written, through another node');
+  } finally {
+    c2.close();
+  }
 });
 
 test('the lost node comes back, catches up, and holds what was written while it was away', async () => {
@@ -169,4 +217,133 @@ test('collie node recovery shows every node\'s progress', async () => {
   const r = await collie(sheep[2].port, ['node', 'recovery']);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout.toString(), /^Nodes In Recovery:\n  Id   Host:Port         V-Nodes       Zone       Progress\n/);
+});
+
+/** The epoch, status text and recovery state one node reports. */
+async function clusterStatus(s: SheepProcess): Promise<StatClusterReply> {
+  return control<StatClusterReply>(s, Op.STAT_CLUSTER);
+}
+
+async function until(what: string, cond: () => Promise<boolean>, ms = 30000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function objectsOn(s: SheepProcess): Promise<number> {
+  return (await fs.readdir(path.join(s.dir, 'obj'))).filter((n) => n.startsWith('00')).length;
+}
+
+test('with automatic recovery disabled a returning node copies nothing until recover enable', async () => {
+  let r = await collie(sheep[2].port, ['cluster', 'recover', 'disable']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.toString(), 'Cluster recovery: disable\n');
+  assert.match((await collie(sheep[1].port, ['cluster', 'info'])).stdout.toString(), /^Cluster status: running, auto-recovery disabled\n/);
+  await add(3);
+  await until('the new epoch shows everywhere', async () => (await clusterStatus(sheep[1])).nodes === 4);
+  // it rejoined after the cluster moved on: its copies are set aside and nothing is copied back
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal(await objectsOn(sheep[3]), 0);
+  const st = await control<RecoveryStatus>(sheep[3], Op.STAT_RECOVERY);
+  assert.equal(st.state, 'waiting');
+  const info = (await collie(sheep[3].port, ['node', 'recovery'])).stdout.toString();
+  assert.match(info, /127\.0\.0\.1:\d+\s+64\s+3\s+0\.0%/, 'node recovery lists the waiting node at 0.0%');
+  // reads are still right: they fail over to the nodes that have the objects
+  assert.ok((await readThrough(sheep[3])).equals(data));
+  r = await collie(sheep[3].port, ['cluster', 'recover', 'enable']);
+  assert.equal(r.stdout.toString(), 'Cluster recovery: enable\n');
+  await recovered();
+  await threeCopiesEach();
+  assert.ok(await objectsOn(sheep[3]) > 0, 'the returning node holds its share after enable');
+});
+
+test('a recovery throttle (sheep -R, node recovery set-throttle) bounds the objects copied per interval', async () => {
+  // node 0 returns with -R max=1,interval=400: it must pull its share one object per 400 ms
+  const started = Date.now();
+  await add(0, ['-R', 'max=1,interval=400']);
+  const t = await collie(sheep[0].port, ['node', 'recovery', 'get-throttle']);
+  assert.equal(t.stderr, 'max (1), interval (400)\n');
+  let seen = 0;
+  await until('node 0 copied 3 objects', async () => {
+    const st = await control<RecoveryStatus>(sheep[0], Op.STAT_RECOVERY);
+    // the first object of each 400 ms window may go at once: never more than that
+    assert.ok(st.copied <= 1 + Math.floor((Date.now() - started) / 400), `copied ${st.copied} after ${Date.now() - started} ms`);
+    seen = Math.max(seen, st.copied);
+    return seen >= 3;
+  });
+  // lifting the limit lets it finish
+  const u = await collie(sheep[0].port, ['node', 'recovery', 'set-throttle', '0', '0']);
+  assert.equal(u.code, 0, u.stderr);
+  assert.equal((await collie(sheep[0].port, ['node', 'recovery', 'get-throttle'])).stderr, 'max (0), interval (0)\n');
+  const bad = await collie(sheep[0].port, ['node', 'recovery', 'set-throttle', '5']);
+  assert.equal(bad.code, 64);
+  await recovered();
+  await threeCopiesEach();
+});
+
+async function readAll(s: SheepProcess, name: string, len: number): Promise<Buffer> {
+  const r = await collie(s.port, ['vdi', 'read', name, '0', String(len)]);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout;
+}
+
+test('full shutdown and restart: the cluster waits for the last epoch\'s nodes, then serves every VDI intact', async () => {
+  await recovered();
+  const epoch = (await clusterStatus(sheep[0])).epoch;
+  const live = sheep.filter((s) => s?.alive);
+  assert.equal((await collie(sheep[0].port, ['cluster', 'shutdown'])).code, 0);
+  await until('every sheep stopped', async () => live.every((s) => !s.alive));
+  const zones = [4, 2, 1, 0, 3].filter((z) => live.includes(sheep[z]));
+  await add(zones[0]);
+  const waiting = await collie(sheep[zones[0]].port, ['cluster', 'info']);
+  assert.match(waiting.stdout.toString(), /^Cluster status: Waiting for other nodes to join cluster\n/);
+  const refused = await collie(sheep[zones[0]].port, ['vdi', 'read', 'rec', '0', '4096']);
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr.toString(), /Waiting for other nodes to join cluster/);
+  for (const z of zones.slice(1)) await add(z);
+  await until('the cluster runs again', async () => (await clusterStatus(sheep[zones[0]])).status === 'running');
+  // the same nodes as the last epoch: no new epoch
+  assert.equal((await clusterStatus(sheep[zones[1]])).epoch, epoch);
+  assert.ok((await readAll(sheep[zones[2]], 'rec', data.length)).equals(data));
+  await recovered();
+  await threeCopiesEach();
+});
+
+test('every sheep killed with SIGKILL and restarted: every VDI intact', async () => {
+  const live = sheep.filter((s) => s?.alive);
+  const zones = live.map((s) => sheep.indexOf(s));
+  await Promise.all(live.map((s) => s.kill9()));
+  for (const z of [...zones].reverse()) await add(z);
+  await until('the cluster runs again', async () => (await clusterStatus(sheep[zones[0]])).status === 'running');
+  assert.ok((await readAll(sheep[zones[1]], 'rec', data.length)).equals(data));
+  await recovered();
+  await threeCopiesEach();
+});
+
+test('recover force goes on without a missing node, which later rejoins and catches up', async () => {
+  const live = sheep.filter((s) => s?.alive);
+  const zones = live.map((s) => sheep.indexOf(s));
+  const epoch = (await clusterStatus(live[0])).epoch;
+  // a shutdown keeps every node in the last epoch: all of them are needed to resume
+  assert.equal((await collie(live[0].port, ['cluster', 'shutdown'])).code, 0);
+  await until('every sheep stopped', async () => live.every((s) => !s.alive));
+  const [missing, ...rest] = zones;
+  for (const z of rest) await add(z);
+  assert.equal((await clusterStatus(sheep[rest[0]])).status, 'wait_join');
+  const noTty = await collie(sheep[rest[0]].port, ['cluster', 'recover', 'force']);
+  assert.notEqual(noTty.code, 0, 'without a terminal and without -f it does not force');
+  assert.equal((await clusterStatus(sheep[rest[0]])).status, 'wait_join');
+  const r = await collie(sheep[rest[0]].port, ['cluster', 'recover', 'force', '-f']);
+  assert.equal(r.code, 0, r.stderr);
+  await until('the cluster runs again', async () => (await clusterStatus(sheep[rest[1]])).status === 'running');
+  const st = await clusterStatus(sheep[rest[1]]);
+  assert.equal(st.epoch, epoch + 1, 'going on without a node is a new epoch');
+  assert.equal(st.history[0].nodes.length, rest.length);
+  assert.ok((await readAll(sheep[rest[0]], 'rec', data.length)).equals(data));
+  await add(missing);
+  await recovered();
+  await threeCopiesEach();
+  assert.ok((await readAll(sheep[missing], 'rec', data.length)).equals(data));
 });
