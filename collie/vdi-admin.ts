@@ -5,10 +5,12 @@ import { OpenVdi } from '../lib/vdi-io.js';
 import { vidToVdiOid, vidToDataOid, oidHex } from '../lib/oid.js';
 import type { AttrReply } from '../sheep/vdi-attr.js';
 import type { LockInfo } from '../sheep/vdi.js';
-import { CliError, EXIT_EXISTS, EXIT_MISSING, withClient, out, reason, snapshotSpec, padL, padR, onNode, type ConnOpts } from './common.js';
+import crypto from 'node:crypto';
+import { chooseReplica } from '../lib/replica.js';
+import type { ObjList } from '../sheep/recovery.js';
+import { CliError, EXIT_SYSFAIL, EXIT_EXISTS, EXIT_MISSING, withClient, out, reason, snapshotSpec, padL, padR, onNode, type ConnOpts } from './common.js';
 import { Ring } from '../lib/ring.js';
 import { SD_INODE_SIZE } from '../lib/inode.js';
-import { hasObject } from './vdi.js';
 import { nodeList } from './node.js';
 import { resolveVid } from './vdi-family.js';
 
@@ -79,10 +81,19 @@ export async function vdiLockUnlock(name: string, o: ConnOpts & { snapshot?: str
 
 // ------------------------------------------------------------------ check
 
+/** One replica of an object as a node holds it. */
+interface Replica {
+  node: NodeInfoLike;
+  data: Buffer;
+  digest: string;
+  epoch: number;
+}
+type NodeInfoLike = { host: string; port: number; nid: string };
+
 /**
- * Checks that the inode and every object the VDI maps are present and its header is consistent.
- * With one node (or copies >= nodes) every node must hold each object. A missing object can only be
- * repaired from another replica; with none left the check reports it as lost.
+ * Checks that the inode and every object the VDI maps have their N copies, and that the copies are
+ * identical. A missing copy is rebuilt from another replica; copies that differ are all replaced by
+ * the one chooseReplica picks. With no copy left the check reports the object as lost.
  */
 export async function vdiCheck(name: string, o: ConnOpts & { snapshot?: string; exist?: boolean }): Promise<void> {
   const nodes = (await nodeList(o)).nodes;
@@ -100,22 +111,37 @@ export async function vdiCheck(name: string, o: ConnOpts & { snapshot?: string; 
     const oids = [vidToVdiOid(vid), ...[...v.map.entries()].filter(([, owner]) => owner).map(([idx, owner]) => vidToDataOid(owner, idx))];
     const copies = v.header.nrCopies;
     const ring = new Ring(nodes);
+    // every node's objects with their last-write epochs, asked once
+    const lists = await Promise.all(nodes.map((n) => onNode(n.host, n.port, async (nc) => {
+      try {
+        return new Map(await nc.control<ObjList>(Op.GET_OBJ_LIST));
+      } catch (e) {
+        throw new CliError(`failed to list the objects of ${n.host}:${n.port}: ${reason(e)}`, EXIT_SYSFAIL);
+      }
+    })));
     let missingReplicas = 0;
     let lost = 0;
     for (const oid of oids) {
+      const hex = oidHex(oid);
       const targets = nodes.length < copies ? nodes : ring.replicas(oid, copies);
-      const has = await Promise.all(nodes.map((n) => hasObject(n.host, n.port, oid)));
-      const holders = nodes.filter((_, i) => has[i]);
+      const holders = nodes.filter((_, i) => lists[i].has(hex));
       const missing = targets.filter((t) => !holders.includes(t));
-      if (!missing.length) continue;
-      for (const m of missing) out(`[${m.host}:${m.port}] oid ${oidHex(oid)} is missing.\n`);
+      for (const m of missing) out(`[${m.host}:${m.port}] oid ${hex} is missing.\n`);
       missingReplicas += missing.length;
       if (o.exist) continue;
       if (!holders.length) { lost++; continue; }
       const size = oid >> 63n ? SD_INODE_SIZE : 2 ** v.header.blockSizeShift;
-      const data = await onNode(holders[0].host, holders[0].port, (c) => c.peerRead(oid, 0, size));
-      for (const m of missing) await onNode(m.host, m.port, (c) => c.peerCreate(oid, data));
-      out(`fixed missing ${oidHex(oid)}\n`);
+      const replicas: Replica[] = [];
+      for (const h of holders) {
+        const data = await onNode(h.host, h.port, (nc) => nc.peerRead(oid, 0, size));
+        replicas.push({ node: h, data, digest: crypto.createHash('sha256').update(data).digest('hex'), epoch: lists[nodes.indexOf(h)].get(hex) ?? 0 });
+      }
+      const good = chooseReplica(replicas);
+      const wrong = replicas.filter((r) => r.digest !== good.digest);
+      for (const r of wrong) await onNode(r.node.host, r.node.port, (nc) => nc.peerCreate(oid, good.data));
+      if (wrong.length) out(`fixed replica ${hex} on ${wrong.map((r) => `${r.node.host}:${r.node.port}`).join(', ')}\n`);
+      for (const m of missing) await onNode(m.host, m.port, (nc) => nc.peerCreate(oid, good.data));
+      if (missing.length) out(`fixed missing ${hex}\n`);
     }
     for (const p of problems) out(`${p}\n`);
     if (o.exist) {

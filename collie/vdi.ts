@@ -295,4 +295,3 @@ async function hasObject(host: string, port: number, oid: bigint): Promise<boole
   });
 }
 
-export { hasObject };

@@ -289,6 +289,36 @@ async function readAll(s: SheepProcess, name: string, len: number): Promise<Buff
   return r.stdout;
 }
 
+test('vdi check rebuilds a missing copy and replaces a damaged one with the good copy', async () => {
+  await recovered();
+  const holders = async (idx: number) => {
+    const out: string[] = [];
+    for (const s of sheep) {
+      const f = s?.alive ? path.join(s.dir, 'obj', oidHex(vidToDataOid(vid, idx))) : '';
+      if (f && await fs.access(f).then(() => true, () => false)) out.push(f);
+    }
+    return out;
+  };
+  const [damaged] = await holders(0);
+  const fh = await fs.open(damaged, 'r+');
+  await fh.write(crypto.randomBytes(4096), 0, 4096, 8192);
+  await fh.close();
+  const [gone] = await holders(1);
+  await fs.rm(gone);
+  const r = await collie(sheep.find((s) => s?.alive)!.port, ['vdi', 'check', 'rec']);
+  assert.equal(r.code, 0, r.stderr);
+  const text = r.stdout.toString();
+  assert.match(text, new RegExp(`fixed replica ${oidHex(vidToDataOid(vid, 0))} on `));
+  assert.match(text, new RegExp(`oid ${oidHex(vidToDataOid(vid, 1))} is missing\\.\\nfixed missing ${oidHex(vidToDataOid(vid, 1))}\\n`));
+  assert.match(text, /finish check&repair rec\n$/);
+  for (const idx of [0, 1]) {
+    const files = await holders(idx);
+    assert.equal(files.length, 3);
+    for (const f of files) assert.ok((await fs.readFile(f)).equals(data.subarray(idx * 4 * MB, (idx + 1) * 4 * MB)), `copy ${f} is right`);
+  }
+  assert.equal((await collie(sheep[2].port, ['vdi', 'check', '-e', 'rec'])).stdout.toString(), 'rec is fine, no object is missing.\n');
+});
+
 test('full shutdown and restart: the cluster waits for the last epoch\'s nodes, then serves every VDI intact', async () => {
   await recovered();
   const epoch = (await clusterStatus(sheep[0])).epoch;
