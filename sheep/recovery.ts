@@ -35,6 +35,8 @@ export interface RecoveryStatus {
 }
 
 const CONNECT_RETRY_MS = 15_000;
+/** Objects copied at once by one node's recovery (unthrottled). */
+const PARALLEL_COPIES = 4;
 const MAX_ATTEMPTS = 10;
 /** How long a node waits for the new owners of its old copies before keeping them. */
 const SET_ASIDE_WAIT_MS = 60_000;
@@ -202,8 +204,7 @@ export class Recovery {
     }
     this.status = { state: 'running', epoch, done: 0, total: mine.length, copied: 0 };
     let pulled = 0;
-    for (const oid of mine) {
-      this.current(gen);
+    const recoverOne = async (oid: bigint): Promise<void> => {
       const hex = oidHex(oid);
       const holders = (where.get(hex) ?? []).filter((h) => h.node.nid !== me.nid);
       // ask the store, not the list gathered at the start: a superseded run may have moved copies since
@@ -240,7 +241,24 @@ export class Recovery {
         }
       }
       this.status = { ...this.status, done: this.status.done + 1 };
-    }
+    };
+    // a few copies in flight keep the network and the disk busy; a throttled run goes one by one
+    // so that the throttle window stays exact
+    const queue = [...mine];
+    let failed = false;
+    const worker = async (): Promise<void> => {
+      for (let oid = queue.shift(); oid !== undefined && !failed; oid = queue.shift()) {
+        this.current(gen);
+        try {
+          await recoverOne(oid);
+        } catch (e) {
+          failed = true;
+          throw e;
+        }
+      }
+    };
+    const parallel = this.throttle.max ? 1 : PARALLEL_COPIES;
+    await Promise.all(Array.from({ length: parallel }, worker));
     // copies this node no longer owns: set aside once every owner has one (the owners recover in
     // parallel, so look again for a while)
     let pending: bigint[] = [];
