@@ -26,6 +26,11 @@ for i in $(seq 0 $((NODES - 1))); do
     node dist/sheep/main.js -p "$port" -b 127.0.0.1 -z "$i" -c "local:$RUN/cluster" -P "$dir/sheep.pid" "${extra[@]}" "$dir"
   fi
 done
+# a restarted cluster waits until the nodes of its last epoch are back (all of them were just started)
+for _ in $(seq 50); do
+  collie cluster info -p "$BASE_PORT" | grep -q 'Waiting for other nodes' || break
+  sleep 0.2
+done
 if collie cluster info -p "$BASE_PORT" | grep -q 'Waiting for cluster to be formatted'; then
   collie cluster format --copies="$COPIES" -p "$BASE_PORT"
 fi
