@@ -62,6 +62,8 @@ type GroupMsg =
   | { t: 'welcome'; to: string; node: NodeInfo; storeEpoch: number; snapshot: ClusterSnapshot }
   | { t: 'reject'; to: string; reason: string }
   | { t: 'op'; seq: number; op: ClusterOp }
+  /** a running cluster announces itself to new group members (a halted side rejoins it) */
+  | { t: 'running'; ctime: number; epoch: number }
   /** the end of WAIT_FOR_JOIN: the member with the newest history hands its state to all */
   | { t: 'resume'; snapshot: ClusterSnapshot; forced: boolean };
 
@@ -241,11 +243,10 @@ export class System {
       }
       return;
     }
-    if (this.status === 'halt' && joined.some((m) => m !== this.member && !this.nodes.some((n) => n.member === m))) {
-      // the network healed: the other side (which kept the majority) runs the cluster. Ask it to
-      // take us back like any returning node; our copies are set aside against its newer epoch.
-      await this.rejoin();
-      return;
+    const foreign = joined.filter((m) => m !== this.member && !this.nodes.some((n) => n.member === m));
+    if (foreign.length && this.status === 'running' && this.config && this.nodes[0]?.member === this.member) {
+      // new group members may be a halted side of a healed split: tell them a cluster runs here
+      await this.group.mcast(pack({ t: 'running', ctime: this.config.ctime, epoch: this.epoch } satisfies GroupMsg));
     }
     let changed = false;
     for (const m of left) {
@@ -320,6 +321,13 @@ export class System {
         return this.applyOp(from, msg);
       case 'resume':
         return this.resumed(msg);
+      case 'running':
+        if (this.status === 'halt' && msg.ctime === this.config?.ctime && msg.epoch >= this.epoch && !this.nodes.some((n) => n.member === from)) {
+          // the network healed: the side that kept the majority runs the cluster. Ask it to take
+          // us back like any returning node; our copies are set aside against its newer epoch.
+          await this.rejoin();
+        }
+        return;
     }
   }
 
