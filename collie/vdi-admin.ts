@@ -121,6 +121,9 @@ export async function vdiCheck(name: string, o: ConnOpts & { snapshot?: string; 
     })));
     let missingReplicas = 0;
     let lost = 0;
+    let undecided = 0;
+    // a VDI a client holds open may be written during the check: differing copies are only reported
+    const inUse = (await c.control<LockInfo[]>(Op.LOCK_LIST)).some((l) => l.vid === vid);
     for (const oid of oids) {
       const hex = oidHex(oid);
       const targets = nodes.length < copies ? nodes : ring.replicas(oid, copies);
@@ -131,15 +134,34 @@ export async function vdiCheck(name: string, o: ConnOpts & { snapshot?: string; 
       if (o.exist) continue;
       if (!holders.length) { lost++; continue; }
       const size = oid >> 63n ? SD_INODE_SIZE : 2 ** v.header.blockSizeShift;
-      const replicas: Replica[] = [];
-      for (const h of holders) {
-        const data = await onNode(h.host, h.port, (nc) => nc.peerRead(oid, 0, size));
-        replicas.push({ node: h, data, digest: crypto.createHash('sha256').update(data).digest('hex'), epoch: lists[nodes.indexOf(h)].get(hex) ?? 0 });
+      const readReplicas = async (): Promise<Replica[]> => {
+        const got: Replica[] = [];
+        for (const h of holders) {
+          const data = await onNode(h.host, h.port, (nc) => nc.peerRead(oid, 0, size));
+          got.push({ node: h, data, digest: crypto.createHash('sha256').update(data).digest('hex'), epoch: lists[nodes.indexOf(h)].get(hex) ?? 0 });
+        }
+        return got;
+      };
+      let replicas = await readReplicas();
+      // a write in flight between two reads looks like a difference: look again before judging
+      if (new Set(replicas.map((r) => r.digest)).size > 1) replicas = await readReplicas();
+      let good = chooseReplica(replicas);
+      if (new Set(replicas.map((r) => r.digest)).size > 1) {
+        if (inUse) {
+          out(`oid ${hex}: copies differ while ${name} is in use; not repaired (check again when it is not in use)\n`);
+          undecided++;
+          good = null;
+        } else if (!good) {
+          out(`oid ${hex}: copies of the same epoch differ and as many agree on each; not repaired\n`);
+          undecided++;
+        } else {
+          const wrong = replicas.filter((r) => r.digest !== good!.digest);
+          for (const r of wrong) await onNode(r.node.host, r.node.port, (nc) => nc.peerCreate(oid, good!.data));
+          out(`fixed replica ${hex} on ${wrong.map((r) => `${r.node.host}:${r.node.port}`).join(', ')}\n`);
+        }
       }
-      const good = chooseReplica(replicas);
-      const wrong = replicas.filter((r) => r.digest !== good.digest);
-      for (const r of wrong) await onNode(r.node.host, r.node.port, (nc) => nc.peerCreate(oid, good.data));
-      if (wrong.length) out(`fixed replica ${hex} on ${wrong.map((r) => `${r.node.host}:${r.node.port}`).join(', ')}\n`);
+      // a missing copy is rebuilt from the chosen one, or from any when they all agree
+      if (!good) continue; // counted above: nothing to rebuild a missing copy from with confidence
       for (const m of missing) await onNode(m.host, m.port, (nc) => nc.peerCreate(oid, good.data));
       if (missing.length) out(`fixed missing ${hex}\n`);
     }
@@ -153,6 +175,7 @@ export async function vdiCheck(name: string, o: ConnOpts & { snapshot?: string; 
       return;
     }
     if (lost) throw new CliError(`${name}: ${lost} object(s) have no replica left to repair from`, 1);
+    if (undecided) throw new CliError(`${name}: ${undecided} object(s) not repaired (see above)`, 1);
     out(`finish check&repair ${name}\n`);
   });
 }

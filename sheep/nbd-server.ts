@@ -395,7 +395,9 @@ class NbdSession {
    * readers (qemu-img compare/map, nbdinfo) never collide with the VM that writes.
    */
   private async openExport(name: string): Promise<Export> {
-    if (this.sys.status !== 'running') throw new SdError(Res.WAIT_FOR_FORMAT, 'the cluster is not running');
+    if (this.sys.status === 'wait_format') throw new SdError(Res.WAIT_FOR_FORMAT, 'the cluster is not formatted');
+    this.sys.ioAllowed(); // WAIT_FOR_JOIN or HALT
+    if (this.sys.status !== 'running') throw new SdError(Res.SHUTDOWN, 'the cluster is shutting down');
     const at = name.lastIndexOf('@');
     const vdiName = at >= 0 ? name.slice(0, at) : name;
     const snap = at >= 0 ? name.slice(at + 1) : '';

@@ -50,7 +50,7 @@ export interface Throttle {
 export function parseThrottle(t: Partial<Throttle>): Throttle {
   const max = Number(t.max ?? 0);
   const interval = Number(t.interval ?? 0);
-  const ok = (n: number) => Number.isInteger(n) && n >= 0 && n <= 2 ** 31;
+  const ok = (n: number) => Number.isInteger(n) && n >= 0 && n < 2 ** 31; // setTimeout's limit
   if (!ok(max) || !ok(interval) || (max === 0) !== (interval === 0)) {
     throw new SdError(Res.INVALID_PARMS, `Invalid interval max (${t.max}), interval (${t.interval}): both 0 (no limit) or both positive`);
   }
@@ -118,19 +118,20 @@ export class Recovery {
     this.log.info(t, 'recovery throttle set');
   }
 
-  /** Waits for the next throttle window once this one has copied its `max` objects. */
+  /** Waits for a slot in the current throttle window (each window lets `max` objects go). */
   private async pace(gen: number): Promise<void> {
-    const { max, interval } = this.throttle;
-    if (!max || !interval) return;
-    let now = Date.now();
-    if (now - this.window.start >= interval) this.window = { start: now, count: 0 };
-    if (this.window.count >= max) {
+    for (;;) {
+      const { max, interval } = this.throttle;
+      if (!max || !interval) return;
+      const now = Date.now();
+      if (now - this.window.start >= interval) this.window = { start: now, count: 0 };
+      if (this.window.count < max) {
+        this.window.count++;
+        return;
+      }
       await new Promise((r) => setTimeout(r, this.window.start + interval - now));
       this.current(gen);
-      now = Date.now();
-      this.window = { start: now, count: 0 };
     }
-    this.window.count++;
   }
 
   whenIdle(): Promise<void> {
@@ -258,7 +259,10 @@ export class Recovery {
       }
     };
     const parallel = this.throttle.max ? 1 : PARALLEL_COPIES;
-    await Promise.all(Array.from({ length: parallel }, worker));
+    // every worker has stopped before the run ends (a retry must not overlap stray copies)
+    const ends = await Promise.allSettled(Array.from({ length: parallel }, worker));
+    const err = ends.find((e): e is PromiseRejectedResult => e.status === 'rejected');
+    if (err) throw err.reason;
     // copies this node no longer owns: set aside once every owner has one (the owners recover in
     // parallel, so look again for a while)
     let pending: bigint[] = [];

@@ -62,8 +62,8 @@ type GroupMsg =
   | { t: 'welcome'; to: string; node: NodeInfo; storeEpoch: number; snapshot: ClusterSnapshot }
   | { t: 'reject'; to: string; reason: string }
   | { t: 'op'; seq: number; op: ClusterOp }
-  /** a running cluster announces itself to new group members (a halted side rejoins it) */
-  | { t: 'running'; ctime: number; epoch: number }
+  /** a side of the cluster announces itself to new group members (a halted side rejoins another) */
+  | { t: 'present'; ctime: number; epoch: number; status: Status }
   /** the end of WAIT_FOR_JOIN: the member with the newest history hands its state to all */
   | { t: 'resume'; snapshot: ClusterSnapshot; forced: boolean };
 
@@ -127,6 +127,12 @@ export class System {
   private accepted = false;
   /** asking to be taken back after a network split (never founds a cluster meanwhile) */
   private rejoining = false;
+  /** the member whose side we asked to rejoin */
+  private rejoinTarget: string | null = null;
+  /** the group's members in the driver's order (the same on every member) */
+  private groupMembers: string[] = [];
+  /** members whose join request was delivered and not yet answered */
+  private readonly joiners = new Set<string>();
   /** recovery is paused (`collie cluster recover disable`); deferred: a membership change waits for it */
   autoRecovery = true;
   private recoveryDeferred = false;
@@ -226,6 +232,7 @@ export class System {
   // ------------------------------------------------------------------ membership (join protocol)
 
   private async onConfchg(members: string[], joined: string[], left: string[]): Promise<void> {
+    this.groupMembers = members;
     if (joined.includes(this.member) && !this.sawOwnJoin) {
       // our own join: who was here first decides who may found the cluster
       this.sawOwnJoin = true;
@@ -235,18 +242,19 @@ export class System {
       return;
     }
     for (const m of left) this.older.delete(m);
+    for (const m of left) this.joiners.delete(m);
     if (!this.accepted) {
+      if (this.rejoining && this.rejoinTarget && left.includes(this.rejoinTarget)) {
+        // the side we asked to take us back went away before answering: stay what we were
+        await this.abandonRejoin();
+        return this.onConfchg(members, joined, left);
+      }
       if (this.joinDelivered) {
         // the node that was to answer may be gone: ask again (a duplicate request is ignored)
         if (left.length) await this.sendJoin();
         this.pending.push(() => this.onConfchg(members, [], left));
       }
       return;
-    }
-    const foreign = joined.filter((m) => m !== this.member && !this.nodes.some((n) => n.member === m));
-    if (foreign.length && this.status === 'running' && this.config && this.nodes[0]?.member === this.member) {
-      // new group members may be a halted side of a healed split: tell them a cluster runs here
-      await this.group.mcast(pack({ t: 'running', ctime: this.config.ctime, epoch: this.epoch } satisfies GroupMsg));
     }
     let changed = false;
     for (const m of left) {
@@ -259,6 +267,12 @@ export class System {
       changed = true;
     }
     if (changed) await this.membershipChanged();
+    const foreign = joined.filter((m) => m !== this.member && !this.nodes.some((n) => n.member === m));
+    if (foreign.length && (this.status === 'running' || this.status === 'halt') && this.config && this.nodes[0]?.member === this.member) {
+      // new group members may be another side of a healed split: say what runs here, so that a
+      // halted side joins the running one (or the older of two halted ones)
+      await this.group.mcast(pack({ t: 'present', ctime: this.config.ctime, epoch: this.epoch, status: this.status } satisfies GroupMsg));
+    }
   }
 
   private async sendJoin(): Promise<void> {
@@ -266,14 +280,36 @@ export class System {
     await this.group.mcast(pack(msg)).catch((e) => this.joinedReject(new Error(`cluster driver: ${(e as Error).message}`)));
   }
 
-  /** Leaves the halted cluster state and asks the running side for a welcome. */
-  private async rejoin(): Promise<void> {
-    this.log.warn({ epoch: this.epoch }, 'the network healed: rejoining the cluster that kept the majority');
+  /** Leaves this halted side and asks the side of `target` for a welcome. */
+  private async rejoin(target: string): Promise<void> {
+    this.log.warn({ epoch: this.epoch }, 'the network healed: rejoining the other side of the cluster');
     this.accepted = false;
     this.rejoining = true;
+    this.rejoinTarget = target;
     this.joinDelivered = false;
     this.pending = [];
     await this.sendJoin();
+  }
+
+  /** Nobody took us back: this node is again a member of its halted side, with what happened meanwhile. */
+  private async abandonRejoin(): Promise<void> {
+    this.log.warn('the side this node asked to rejoin went away: staying halted');
+    this.accepted = true;
+    this.rejoining = false;
+    this.rejoinTarget = null;
+    const replay = this.pending;
+    this.pending = [];
+    for (const ev of replay) await ev();
+  }
+
+  /** Whether a halted node should leave its side for the one that announced itself from `from`. */
+  private shouldJoinSide(from: string, msg: Extract<GroupMsg, { t: 'present' }>): boolean {
+    if (this.status !== 'halt' || msg.ctime !== this.config?.ctime || this.nodes.some((n) => n.member === from)) return false;
+    if (msg.status === 'running') return msg.epoch >= this.epoch;
+    if (msg.epoch !== this.epoch) return msg.epoch > this.epoch;
+    // two halted sides of one epoch: the younger one joins the older one (group order is the same everywhere)
+    const order = (m: string) => this.groupMembers.indexOf(m);
+    return order(from) >= 0 && order(from) < order(this.nodes[0].member);
   }
 
   private async onDeliver(from: string, raw: Buffer): Promise<void> {
@@ -307,8 +343,19 @@ export class System {
     }
     switch (msg.t) {
       case 'join':
+        this.joiners.add(from);
+        if (this.status === 'halt' && msg.ctime && msg.ctime === this.config?.ctime && msg.epoch > this.epoch) {
+          // a node with a newer history than this halted side (the majority restarting): wait for the
+          // nodes of its last epoch as after a full restart; its history leads
+          this.log.warn({ node: msg.node.nid, epoch: msg.epoch }, 'a node with a newer history joins: waiting for its epoch\'s nodes');
+          this.status = 'wait_join';
+          for (const n of this.nodes) n.storeEpoch = this.epoch;
+        }
         return this.answerJoin(from, msg);
       case 'welcome':
+        this.joiners.delete(msg.to);
+        // only our side's master speaks for us (another side may coexist in the group after a split)
+        if (from !== this.nodes[0]?.member) return;
         if (msg.to !== this.member && !this.nodes.some((n) => n.member === msg.to)) {
           this.nodes.push({ member: msg.to, info: msg.node, storeEpoch: msg.storeEpoch });
           this.log.info({ node: msg.node.nid }, 'node joined the cluster');
@@ -321,12 +368,10 @@ export class System {
         return this.applyOp(from, msg);
       case 'resume':
         return this.resumed(msg);
-      case 'running':
-        if (this.status === 'halt' && msg.ctime === this.config?.ctime && msg.epoch >= this.epoch && !this.nodes.some((n) => n.member === from)) {
-          // the network healed: the side that kept the majority runs the cluster. Ask it to take
-          // us back like any returning node; our copies are set aside against its newer epoch.
-          await this.rejoin();
-        }
+      case 'present':
+        // the network healed: join the side that runs (or the older halted one) like any returning
+        // node; against a newer epoch our copies are set aside
+        if (this.shouldJoinSide(from, msg)) await this.rejoin(from);
         return;
     }
   }
@@ -357,6 +402,13 @@ export class System {
   /** The oldest sheep answers join requests: state transfer, or a refusal with the reason. */
   private async answerJoin(from: string, msg: Extract<GroupMsg, { t: 'join' }>): Promise<void> {
     if (this.nodes[0]?.member !== this.member || this.nodes.some((n) => n.member === from)) return;
+    const unknown = this.groupMembers.filter((m) => m !== this.member && !this.joiners.has(m) && !this.nodes.some((n) => n.member === m));
+    if (this.status === 'halt' && unknown.length) {
+      // another side of a split may be in the group too: only one side may take the node in. The
+      // sides sort that out first (present), then the merged side answers the repeated join.
+      this.log.info({ node: msg.node.nid }, 'halted with another side in the group: join left to the merged side');
+      return;
+    }
     let reason: string | null = null;
     if (this.nodes.some((n) => n.info.nid === msg.node.nid)) reason = `a node with address ${msg.node.nid} is already a member`;
     else if (this.config && msg.ctime && msg.ctime !== this.config.ctime) {
@@ -387,6 +439,7 @@ export class System {
     this.nodes = [...snap.nodes];
     this.accepted = true;
     this.rejoining = false;
+    this.rejoinTarget = null;
     const replay = this.pending;
     this.pending = [];
     for (const ev of replay) await ev();
@@ -421,10 +474,11 @@ export class System {
    */
   private async resumed(msg: Extract<GroupMsg, { t: 'resume' }>): Promise<void> {
     if (this.status !== 'wait_join') return;
-    await this.adopt({ ...msg.snapshot, status: 'running' });
+    // still waiting until the epoch is settled: nobody may see 'running' with the old epoch
+    await this.adopt({ ...msg.snapshot, status: 'wait_join' });
     await saveVdiState(this.dir, this.vdis.exportState());
     this.log.info({ epoch: this.epoch, forced: msg.forced, nodes: this.members.map((n) => n.nid) }, 'cluster resumed after a restart');
-    await this.membershipChanged(true);
+    await this.membershipChanged(true, msg.forced);
   }
 
   /** The member whose store has the newest epoch history (the oldest such member on a tie). */
@@ -462,26 +516,27 @@ export class System {
     return here.has(last.nodes[0].nid);
   }
 
-  private async membershipChanged(resumed = false): Promise<void> {
+  /** `forced`: the operator chose to go on with the nodes present (recover force): no quorum check. */
+  private async membershipChanged(resumed = false, forced = false): Promise<void> {
     if (!this.config) {
       if (this.status !== 'shutdown' && this.status !== 'wait_join') this.status = 'wait_format';
-    } else if (this.status === 'wait_join') {
+    } else if (this.status === 'wait_join' && !resumed) {
       await this.checkResume(false);
     } else if (this.status !== 'shutdown') {
       const last = await this.epochLog.latest();
-      if (!this.hasQuorum(last)) {
+      if (!forced && !this.hasQuorum(last)) {
         // no new epoch on this side: the majority's history goes on, ours must not fork from it
         if (this.status !== 'halt') this.log.error({ members: this.members.map((n) => n.nid), epoch: this.epoch }, 'lost the majority of the last epoch: I/O halted');
         this.status = 'halt';
         this.recovery.stop();
       } else {
         if (this.status === 'halt') this.log.warn('the majority of the last epoch is back: I/O resumes');
-        this.status = 'running';
         const changed = !last || !sameNodes(last.nodes, this.members);
         if (changed) {
           await this.newEpoch((last?.epoch ?? 0) + 1);
           this.recoveredNodes.clear();
         }
+        this.status = 'running';
         // every membership change moves placement: each node fills what it now owns
         if (this.accepted && (changed || resumed)) {
           if (this.autoRecovery) this.recovery.start();

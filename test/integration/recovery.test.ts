@@ -319,6 +319,35 @@ test('vdi check rebuilds a missing copy and replaces a damaged one with the good
   assert.equal((await collie(sheep[2].port, ['vdi', 'check', '-e', 'rec'])).stdout.toString(), 'rec is fine, no object is missing.\n');
 });
 
+test('vdi check reports, and does not touch, differing copies of a VDI a client holds open', async () => {
+  const file = async () => {
+    for (const s of sheep) {
+      const f = s?.alive ? path.join(s.dir, 'obj', oidHex(vidToDataOid(vid, 2))) : '';
+      if (f && await fs.access(f).then(() => true, () => false)) return f;
+    }
+    throw new Error('no copy of object 2');
+  };
+  const damaged = await file();
+  const fh = await fs.open(damaged, 'r+');
+  await fh.write(Buffer.alloc(4096, 0xee), 0, 4096, 0);
+  await fh.close();
+  const port = sheep.find((s) => s?.alive)!.port;
+  const c = await SheepClient.connect({ port });
+  try {
+    await c.lockVdi('rec');
+    const r = await collie(port, ['vdi', 'check', 'rec']);
+    assert.equal(r.code, 1);
+    assert.match(r.stdout.toString(), new RegExp(`oid ${oidHex(vidToDataOid(vid, 2))}: copies differ while rec is in use; not repaired`));
+    assert.ok(!(await fs.readFile(damaged)).equals(data.subarray(8 * MB, 12 * MB)), 'the copy was left alone');
+    await c.releaseVdi('rec', vid);
+  } finally {
+    c.close();
+  }
+  const again = await collie(port, ['vdi', 'check', 'rec']);
+  assert.equal(again.code, 0, again.stdout.toString());
+  assert.ok((await fs.readFile(damaged)).equals(data.subarray(8 * MB, 12 * MB)), 'repaired once nobody holds it');
+});
+
 test('full shutdown and restart: the cluster waits for the last epoch\'s nodes, then serves every VDI intact', async () => {
   await recovered();
   const epoch = (await clusterStatus(sheep[0])).epoch;
