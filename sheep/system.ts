@@ -268,10 +268,11 @@ export class System {
     }
     if (changed) await this.membershipChanged();
     const foreign = joined.filter((m) => m !== this.member && !this.nodes.some((n) => n.member === m));
-    if (foreign.length && (this.status === 'running' || this.status === 'halt') && this.config && this.nodes[0]?.member === this.member) {
-      // new group members may be another side of a healed split: say what runs here, so that a
-      // halted side joins the running one (or the older of two halted ones)
-      await this.group.mcast(pack({ t: 'present', ctime: this.config.ctime, epoch: this.epoch, status: this.status } satisfies GroupMsg));
+    const announce = this.status === 'running' || this.status === 'halt' || this.status === 'wait_format';
+    if (foreign.length && announce && this.nodes[0]?.member === this.member) {
+      // new group members may be another side of a healed split (or of groups that formed apart and
+      // merged): say what runs here, so that a halted or unformatted side joins another
+      await this.group.mcast(pack({ t: 'present', ctime: this.config?.ctime ?? 0, epoch: this.epoch, status: this.status } satisfies GroupMsg));
     }
   }
 
@@ -304,12 +305,19 @@ export class System {
 
   /** Whether a halted node should leave its side for the one that announced itself from `from`. */
   private shouldJoinSide(from: string, msg: Extract<GroupMsg, { t: 'present' }>): boolean {
-    if (this.status !== 'halt' || msg.ctime !== this.config?.ctime || this.nodes.some((n) => n.member === from)) return false;
-    if (msg.status === 'running') return msg.epoch >= this.epoch;
-    if (msg.epoch !== this.epoch) return msg.epoch > this.epoch;
-    // two halted sides of one epoch: the younger one joins the older one (group order is the same everywhere)
+    if (this.nodes.some((n) => n.member === from)) return false;
+    // of two sides alike, the younger one joins the older one (group order is the same everywhere)
     const order = (m: string) => this.groupMembers.indexOf(m);
-    return order(from) >= 0 && order(from) < order(this.nodes[0].member);
+    const older = order(from) >= 0 && order(from) < order(this.nodes[0].member);
+    if (this.status === 'wait_format') {
+      // sheep that started apart (the driver's groups merged later): nothing stored yet, just join
+      return msg.status === 'running' || (msg.status === 'wait_format' && older);
+    }
+    if (this.status !== 'halt' || msg.ctime !== this.config?.ctime) return false;
+    if (msg.status === 'running') return msg.epoch >= this.epoch;
+    if (msg.status !== 'halt') return false;
+    if (msg.epoch !== this.epoch) return msg.epoch > this.epoch;
+    return older;
   }
 
   private async onDeliver(from: string, raw: Buffer): Promise<void> {

@@ -23,6 +23,17 @@ function inNs(ns: string, args: string[], input?: Buffer): { code: number; stdou
   return { code: r.status ?? -1, stdout: r.stdout ?? Buffer.alloc(0), stderr: r.stderr?.toString() ?? '' };
 }
 
+/** Waits until the corosync of namespace `ns` sees `n` members (the rings formed before the sheep start). */
+async function corosyncMembers(ns: string, n: number): Promise<void> {
+  const deadline = Date.now() + 30000;
+  for (;;) {
+    const out = inNs(ns, ['corosync-cmapctl', '-b', 'runtime.members']).stdout.toString();
+    if ((out.match(/\.status \(str\) = joined/g) ?? []).length >= n) return;
+    if (Date.now() > deadline) throw new Error(`corosync in ${ns} did not see ${n} members: ${out}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 function why(): string | false {
   if (process.getuid?.() !== 0) return 'needs root to create network namespaces';
   if (!corosyncAvailable()) return 'needs Debian\'s corosync';
@@ -32,7 +43,25 @@ function why(): string | false {
   return false;
 }
 
-test('sheep on two hosts (network namespaces, a corosync each) form one cluster', { skip: why() }, async () => {
+/** Waits until the corosync of namespace `ns` sees exactly `n` members. */
+async function corosyncExactly(ns: string, n: number): Promise<void> {
+  const deadline = Date.now() + 30000;
+  for (;;) {
+    const out = inNs(ns, ['corosync-cmapctl', '-b', 'runtime.members']).stdout.toString();
+    if ((out.match(/\.status \(str\) = joined/g) ?? []).length === n) return;
+    if (Date.now() > deadline) throw new Error(`corosync in ${ns} did not get to ${n} members: ${out}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+for (const apart of [false, true]) {
+  const name = apart
+    ? 'sheep started on two hosts that cannot see each other merge into one cluster when the network comes up'
+    : 'sheep on two hosts (network namespaces, a corosync each) form one cluster';
+  test(name, { skip: why() }, () => twoHosts(apart));
+}
+
+async function twoHosts(apart: boolean): Promise<void> {
   const tag = crypto.randomBytes(3).toString('hex');
   const ns = [`sheepA${tag}`, `sheepB${tag}`];
   const veth = [`vsa${tag}`, `vsb${tag}`];
@@ -50,12 +79,28 @@ test('sheep on two hosts (network namespaces, a corosync each) form one cluster'
     }
     const nodes = ADDR.map((addr, i) => ({ addr, nodeid: i + 1 }));
     for (let i = 0; i < 2; i++) coros.push(await startCorosync({ netns: ns[i], bindAddr: ADDR[i], nodes }));
+    for (const n of ns) await corosyncMembers(n, 2);
+    if (apart) {
+      // cut the cable: each corosync goes on alone, and each sheep founds its own (unformatted) group
+      ip(['-n', ns[1], 'link', 'set', veth[1], 'down']);
+      for (const n of ns) await corosyncExactly(n, 1);
+    }
     for (let i = 0; i < 2; i++) {
       const p = spawn('ip', ['netns', 'exec', ns[i], process.execPath, SHEEP, '-f', '-l', 'warn', '-p', '7000', '-b', ADDR[i],
         '-c', 'corosync', path.join(dir, `s${i}`)], { stdio: 'ignore' });
       procs.push(p);
     }
     const collie = (i: number, args: string[], input?: Buffer) => inNs(ns[i], [process.execPath, COLLIE, ...args, '-a', ADDR[i], '-p', '7000'], input);
+    if (apart) {
+      for (let i = 0; i < 2; i++) {
+        const until = Date.now() + 30000;
+        while (collie(i, ['node', 'list', '-r']).stdout.toString().trim().split('\n').filter(Boolean).length !== 1) {
+          if (Date.now() > until) throw new Error(`sheep ${i} did not start alone`);
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      }
+      ip(['-n', ns[1], 'link', 'set', veth[1], 'up']);
+    }
     const deadline = Date.now() + 30000;
     while (collie(1, ['node', 'list', '-r']).stdout.toString().trim().split('\n').length !== 2) {
       if (Date.now() > deadline) throw new Error(`the two sheep did not meet: ${collie(1, ['node', 'list', '-r']).stdout}`);
@@ -84,7 +129,7 @@ test('sheep on two hosts (network namespaces, a corosync each) form one cluster'
     for (const n of ns) spawnSync('ip', ['netns', 'delete', n]);
     await fs.rm(dir, { recursive: true, force: true });
   }
-});
+}
 
 /**
  * Three hosts on one switch: a bridge in a fourth namespace (the hub), each host on it through a
@@ -117,6 +162,7 @@ test('a network split: the majority goes on, the minority halts I/O, and after h
     }
     const nodes = addrs.map((addr, i) => ({ addr, nodeid: i + 1 }));
     for (let i = 0; i < 3; i++) coros.push(await startCorosync({ netns: ns[i], bindAddr: addrs[i], nodes }));
+    for (const n of ns) await corosyncMembers(n, 3);
     for (let i = 0; i < 3; i++) {
       // one sheep at a time: the first founds, the others join it
       procs.push(spawn('ip', ['netns', 'exec', ns[i], process.execPath, SHEEP, '-f', '-l', 'info', '-p', '7000', '-b', addrs[i],
