@@ -129,7 +129,8 @@ export class Recovery {
         this.window.count++;
         return;
       }
-      await new Promise((r) => setTimeout(r, this.window.start + interval - now));
+      // short naps: a newer epoch (or stop) must not wait a whole interval to take over
+      await new Promise((r) => setTimeout(r, Math.min(200, this.window.start + interval - now)));
       this.current(gen);
     }
   }

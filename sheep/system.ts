@@ -483,7 +483,8 @@ export class System {
   private async resumed(msg: Extract<GroupMsg, { t: 'resume' }>): Promise<void> {
     if (this.status !== 'wait_join') return;
     // still waiting until the epoch is settled: nobody may see 'running' with the old epoch
-    await this.adopt({ ...msg.snapshot, status: 'wait_join' });
+    // (recover enable/disable applied since the leader took its snapshot is newer than the snapshot's)
+    await this.adopt({ ...msg.snapshot, status: 'wait_join', autoRecovery: this.autoRecovery });
     await saveVdiState(this.dir, this.vdis.exportState());
     this.log.info({ epoch: this.epoch, forced: msg.forced, nodes: this.members.map((n) => n.nid) }, 'cluster resumed after a restart');
     await this.membershipChanged(true, msg.forced);
