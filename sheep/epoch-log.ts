@@ -1,4 +1,6 @@
-// The epoch log: DIR/epoch/%08u, one file per membership version (time and node list).
+// The epoch log: DIR/epoch/%08u, one file per membership version (time and node list). This sheep
+// is the log's only writer, so the records are also kept in memory: readers (cluster info, the
+// state handed to joining nodes) never see a directory in the middle of being rewritten.
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -14,6 +16,8 @@ export interface EpochRecord {
 
 export class EpochLog {
   private readonly dir: string;
+  /** oldest first */
+  private records: EpochRecord[] = [];
 
   constructor(storeDir: string) {
     this.dir = path.join(storeDir, 'epoch');
@@ -21,6 +25,10 @@ export class EpochLog {
 
   async init(): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true });
+    const names = (await fs.readdir(this.dir)).filter((n) => /^\d{8}$/.test(n)).sort();
+    const out: EpochRecord[] = [];
+    for (const n of names) out.push(JSON.parse(await fs.readFile(path.join(this.dir, n), 'utf8')) as EpochRecord);
+    this.records = out;
   }
 
   private file(epoch: number): string {
@@ -29,23 +37,23 @@ export class EpochLog {
 
   async append(rec: EpochRecord): Promise<void> {
     await writeFileDurable(this.file(rec.epoch), JSON.stringify(rec) + '\n');
+    this.records = [...this.records.filter((r) => r.epoch !== rec.epoch), rec].sort((a, b) => a.epoch - b.epoch);
   }
 
   /** All records, oldest first. */
   async readAll(): Promise<EpochRecord[]> {
-    const names = (await fs.readdir(this.dir)).filter((n) => /^\d{8}$/.test(n)).sort();
-    const out: EpochRecord[] = [];
-    for (const n of names) out.push(JSON.parse(await fs.readFile(path.join(this.dir, n), 'utf8')) as EpochRecord);
-    return out;
+    return [...this.records];
   }
 
   async latest(): Promise<EpochRecord | null> {
-    const all = await this.readAll();
-    return all.length ? all[all.length - 1] : null;
+    return this.records.length ? this.records[this.records.length - 1] : null;
   }
 
-  async clear(): Promise<void> {
+  /** Replaces the whole history (a format, or the cluster's history taken over at a join). */
+  async replace(records: EpochRecord[]): Promise<void> {
     await fs.rm(this.dir, { recursive: true, force: true });
     await fs.mkdir(this.dir, { recursive: true });
+    for (const r of records) await writeFileDurable(this.file(r.epoch), JSON.stringify(r) + '\n');
+    this.records = [...records].sort((a, b) => a.epoch - b.epoch);
   }
 }

@@ -468,8 +468,7 @@ export class System {
     }
     this.config = snap.config;
     if (snap.config) await writeConfig(this.dir, snap.config);
-    await this.epochLog.clear();
-    for (const r of snap.history) await this.epochLog.append(r);
+    await this.epochLog.replace(snap.history);
     this.epoch = snap.epoch;
     this.status = snap.status;
     this.autoRecovery = snap.autoRecovery;
@@ -674,7 +673,7 @@ export class System {
     };
     await this.store.wipe();
     this.vdis.clear();
-    await this.epochLog.clear();
+    await this.epochLog.replace([]);
     await writeConfig(this.dir, cfg);
     this.config = cfg;
     await this.newEpoch(1);
