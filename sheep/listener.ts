@@ -78,7 +78,8 @@ export class Listener extends SocketServer {
     if (prefix.protoVer > SD_PROTO_VER) return { result: Res.VER_MISMATCH };
     const sys = this.sys;
     if (sys.status === 'shutdown') return { result: Res.SHUTDOWN };
-    if (op.needsFormat && sys.status === 'wait_format') return { result: Res.WAIT_FOR_FORMAT };
+    // a peer that already applied a format this node has not yet: "I am behind", and the gateway retries
+    if (op.needsFormat && sys.status === 'wait_format') return { result: op.kind === 'peer' ? Res.NEW_NODE_VER : Res.WAIT_FOR_FORMAT };
     // peers still answer each other: their requests carry epochs, and recovery needs them
     if (op.needsFormat && op.kind !== 'peer' && sys.status === 'wait_join') return { result: Res.WAIT_FOR_JOIN };
     if (op.needsFormat && op.kind !== 'peer' && sys.status === 'halt') return { result: Res.HALT };
