@@ -54,6 +54,8 @@ export const Flag = {
   CMD_CACHE: 0x04,
   CMD_DIRECT: 0x08,
   CMD_PIGGYBACK: 0x10,
+  /** ours, on CREATE_AND_WRITE_PEER: create only if the object is absent (an existing copy wins) */
+  CMD_IF_ABSENT: 0x0800,
 } as const;
 
 export const Res = {

@@ -124,9 +124,9 @@ export class Gateway implements ObjectIo {
     return p;
   }
 
-  private peerRequest(n: NodeInfo, opcode: number, oid: bigint, offset: number, length: number, payload?: Buffer): Promise<Buffer> {
+  private peerRequest(n: NodeInfo, opcode: number, oid: bigint, offset: number, length: number, payload?: Buffer, flags = 0): Promise<Buffer> {
     const h = encodeObjReq({
-      protoVer: 0, opcode, flags: payload ? Flag.CMD_WRITE : 0, epoch: this.ctx.epoch(), id: 0,
+      protoVer: 0, opcode, flags: (payload ? Flag.CMD_WRITE : 0) | flags, epoch: this.ctx.epoch(), id: 0,
       dataLength: payload ? payload.length : length, oid, cowOid: 0n, copies: 0, copyPolicy: 0, ecIndex: 0, tgtEpoch: 0,
       offset: BigInt(offset),
     });
@@ -160,9 +160,12 @@ export class Gateway implements ObjectIo {
       await once();
     } catch (e) {
       if (!(e instanceof SdError && e.result === Res.NO_OBJ)) throw e;
-      // this replica is new for the object: give it the whole object first, then the write
+      // this replica is new for the object: give it the whole object first, then the write. Only if
+      // it is still absent: recovery (or another write) may have put a copy there meanwhile, and
+      // writes may already have been applied to that copy
       const full = await this.readAnywhere(oid, 0, this.ctx.objectSize(oid), n);
-      await this.createOn(n, oid, 0, full);
+      if (this.isMe(n)) await this.store.createIfAbsent(oid, full, this.ctx.epoch());
+      else await this.peerRequest(n, Op.CREATE_AND_WRITE_PEER, oid, 0, full.length, full, Flag.CMD_IF_ABSENT);
       await once();
       this.log.debug({ oid: oid.toString(16), node: n.nid }, 'object copied to a new replica on demand');
     }

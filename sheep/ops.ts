@@ -131,7 +131,12 @@ async function writePeer(sys: System, req: OpRequest): Promise<OpReply> {
 
 async function createPeer(sys: System, req: OpRequest): Promise<OpReply> {
   const r = peerReq(sys, req);
-  await sys.store.create(r.oid, r.off, req.data, sys.epoch);
+  if (r.flags & Flag.CMD_IF_ABSENT) {
+    if (r.off !== 0) throw new SdError(Res.INVALID_PARMS, 'a create-if-absent carries the whole object');
+    await sys.store.createIfAbsent(r.oid, req.data, sys.epoch);
+  } else {
+    await sys.store.create(r.oid, r.off, req.data, sys.epoch);
+  }
   return {};
 }
 

@@ -334,9 +334,34 @@ export class ObjectStore {
     }
   }
 
-  /** Recovery's create: only when no copy exists (a client write may have made one meanwhile). */
+  /**
+   * A whole copy (recovery, or a new replica filled on demand), only when no copy exists: a client
+   * write may have made one meanwhile, and writes applied to it must not be overwritten. The copy
+   * is complete before it appears (temp file, then link, which fails on an existing name), so no
+   * write or read ever meets it half-written.
+   */
   async createIfAbsent(oid: bigint, data: Buffer, epoch: number): Promise<boolean> {
-    return this.createNew(oid, 0, data, epoch);
+    const tmp = path.join(this.tmpDir, `${oidHex(oid)}.${crypto.randomBytes(4).toString('hex')}`);
+    try {
+      const fh = await fs.open(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL);
+      try {
+        if (data.length) await writeAll(fh, data, 0);
+      } finally {
+        await fh.close();
+      }
+      await setAttribute(tmp, XATTR_EPOCH, epochBytes(epoch));
+      await fs.link(tmp, this.pathOf(oid));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw fsErrorResult(e);
+    } finally {
+      await fs.rm(tmp, { force: true }).catch(() => undefined);
+    }
+    await this.fds.drop(oid);
+    this.dirDirty = true;
+    this.markDirty(oid);
+    this.rememberEpoch(oid, epoch);
+    return true;
   }
 
   private stalePath(oid: bigint): string {
