@@ -295,6 +295,11 @@ export class System {
   /** Nobody took us back: this node is again a member of its halted side, with what happened meanwhile. */
   private async abandonRejoin(): Promise<void> {
     this.log.warn('the side this node asked to rejoin went away: staying halted');
+    await this.acceptAndReplay();
+  }
+
+  /** This node is a member again: apply, in order, the events that arrived while it was not. */
+  private async acceptAndReplay(): Promise<void> {
     this.accepted = true;
     this.rejoining = false;
     this.rejoinTarget = null;
@@ -445,12 +450,7 @@ export class System {
       await this.adopt(snap);
     }
     this.nodes = [...snap.nodes];
-    this.accepted = true;
-    this.rejoining = false;
-    this.rejoinTarget = null;
-    const replay = this.pending;
-    this.pending = [];
-    for (const ev of replay) await ev();
+    await this.acceptAndReplay();
     this.nodes.push({ member: this.member, info: this.me, storeEpoch: msg.storeEpoch });
     this.log.info({ nodes: this.nodes.map((n) => n.info.nid), epoch: this.epoch, status: this.status }, 'joined the cluster');
     await this.membershipChanged();
