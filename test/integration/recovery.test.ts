@@ -10,7 +10,7 @@ import { SheepProcess, freePort, tempDir, collie, stopSequencer } from '../helpe
 import { SheepClient } from '../../lib/client.js';
 import { OpenVdi } from '../../lib/vdi-io.js';
 import { Op } from '../../lib/proto.js';
-import { oidHex, vidToDataOid } from '../../lib/oid.js';
+import { oidHex, vidToDataOid, vidToVdiOid } from '../../lib/oid.js';
 import type { RecoveryStatus } from '../../sheep/recovery.js';
 import type { StatClusterReply } from '../../sheep/ops.js';
 
@@ -293,6 +293,51 @@ test('a recovery throttle (sheep -R, node recovery set-throttle) bounds the obje
   assert.equal(bad.code, 64);
   await recovered();
   await threeCopiesEach();
+});
+
+test('a VDI deleted while a node is away stays deleted when the node returns', async () => {
+  await recovered();
+  const gone = crypto.randomBytes(16 * MB);
+  const c = await sheep[2].client();
+  let gvid: number;
+  try {
+    gvid = await c.newVdi('gone', 16n * BigInt(MB));
+    await (await OpenVdi.open(c, gvid)).write(0, gone);
+  } finally {
+    c.close();
+  }
+  const files = (s: SheepProcess, dir: string) => [0, 1, 2, 3].map((i) => path.join(s.dir, 'obj', dir, oidHex(vidToDataOid(gvid, i))));
+  const held = async (s: SheepProcess) => (await Promise.all(files(s, '').map((f) => fs.access(f).then(() => 1, () => 0)))).reduce((a, b) => a + b, 0);
+  // the node that holds most of the VDI's objects goes away (SIGKILL: it keeps them on disk)
+  const live = sheep.filter((s) => s?.alive);
+  const counts = await Promise.all(live.map(held));
+  const away = live[counts.indexOf(Math.max(...counts))];
+  const zone = sheep.indexOf(away);
+  assert.ok(Math.max(...counts) > 0);
+  await away.kill9();
+  await recovered();
+  const del = await collie(sheep[2].port, ['vdi', 'delete', 'gone']);
+  assert.equal(del.code, 0, del.stderr);
+  await add(zone);
+  await recovered();
+  // nothing of it came back: not the name, not a data object, in service or set aside
+  assert.doesNotMatch((await collie(sheep[zone].port, ['vdi', 'list', '-r'])).stdout.toString(), /\bgone\b/);
+  const read = await collie(sheep[zone].port, ['vdi', 'read', 'gone', '0', '512']);
+  assert.notEqual(read.code, 0);
+  assert.match(read.stderr.toString(), /No VDI found/);
+  await until('set-aside copies are purged', async () => {
+    for (const s of sheep.filter((x) => x?.alive)) {
+      for (const f of [...files(s, ''), ...files(s, '.stale')]) if (await fs.access(f).then(() => true, () => false)) return false;
+    }
+    return true;
+  });
+  // every copy of its inode shows it deleted (the returning node's old copy did not win)
+  for (const s of sheep.filter((x) => x?.alive)) {
+    const f = path.join(s.dir, 'obj', oidHex(vidToVdiOid(gvid)));
+    if (!(await fs.access(f).then(() => true, () => false))) continue;
+    assert.equal((await fs.readFile(f)).subarray(0, 256).toString('latin1').replace(/\0+$/, ''), '', `inode copy on ${s.port} has no name`);
+  }
+  assert.ok((await readThrough(sheep[zone])).equals(data));
 });
 
 async function readAll(s: SheepProcess, name: string, len: number): Promise<Buffer> {
