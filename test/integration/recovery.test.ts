@@ -316,7 +316,7 @@ test('a VDI deleted while a node is away stays deleted when the node returns', a
   assert.ok(Math.max(...counts) > 0);
   await away.kill9();
   await recovered();
-  const del = await collie(sheep[2].port, ['vdi', 'delete', 'gone']);
+  const del = await collie(live.find((s) => s !== away)!.port, ['vdi', 'delete', 'gone']);
   assert.equal(del.code, 0, del.stderr);
   await add(zone);
   await recovered();
