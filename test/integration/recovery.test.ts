@@ -10,7 +10,7 @@ import { SheepProcess, freePort, tempDir, collie, stopSequencer } from '../helpe
 import { SheepClient } from '../../lib/client.js';
 import { OpenVdi } from '../../lib/vdi-io.js';
 import { Op } from '../../lib/proto.js';
-import { oidHex, vidToDataOid, vidToVdiOid } from '../../lib/oid.js';
+import { oidHex, oidKind, oidToVid, parseOidHex, dataOidToIdx, vidToDataOid, vidToVdiOid } from '../../lib/oid.js';
 import type { RecoveryStatus } from '../../sheep/recovery.js';
 import type { StatClusterReply } from '../../sheep/ops.js';
 
@@ -248,7 +248,7 @@ async function objectsOn(s: SheepProcess): Promise<number> {
   return (await fs.readdir(path.join(s.dir, 'obj'))).filter((n) => n.startsWith('00')).length;
 }
 
-test('with automatic recovery disabled a returning node copies nothing until recover enable', async () => {
+test('with automatic recovery disabled a returning node copies nothing by itself until recover enable, yet objects clients write reach it at once', async () => {
   let r = await collie(sheep[2].port, ['cluster', 'recover', 'disable']);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout.toString(), 'Cluster recovery: disable\n');
@@ -264,6 +264,26 @@ test('with automatic recovery disabled a returning node copies nothing until rec
   assert.match(info, /127\.0\.0\.1:\d+\s+64\s+3\s+0\.0%/, 'node recovery lists the waiting node at 0.0%');
   // reads are still right: they fail over to the nodes that have the objects
   assert.ok((await readThrough(sheep[3])).equals(data));
+  // what a client writes does not wait for recovery: the objects it touches reach the node at once
+  const c = await sheep[1].client();
+  try {
+    const v = await OpenVdi.open(c, vid);
+    for (let idx = 0; idx < data.length / (4 * MB); idx++) {
+      const patch = crypto.randomBytes(4096);
+      await v.write(idx * 4 * MB + 8192, patch);
+      patch.copy(data, idx * 4 * MB + 8192);
+    }
+  } finally {
+    c.close();
+  }
+  const copied = (await fs.readdir(path.join(sheep[3].dir, 'obj'))).map(parseOidHex)
+    .filter((o): o is bigint => o !== null && oidKind(o) === 'data' && oidToVid(o) === vid);
+  assert.ok(copied.length > 0, 'the written objects the returning node owns were copied to it on demand');
+  for (const oid of copied) {
+    const idx = dataOidToIdx(oid);
+    assert.ok((await fs.readFile(path.join(sheep[3].dir, 'obj', oidHex(oid)))).equals(data.subarray(idx * 4 * MB, (idx + 1) * 4 * MB)), `on-demand copy of object ${idx} is whole and current`);
+  }
+  assert.equal((await control<RecoveryStatus>(sheep[3], Op.STAT_RECOVERY)).state, 'waiting', 'while recovery still waits');
   r = await collie(sheep[3].port, ['cluster', 'recover', 'enable']);
   assert.equal(r.stdout.toString(), 'Cluster recovery: enable\n');
   await recovered();
