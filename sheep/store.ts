@@ -28,20 +28,26 @@ interface CachedFd {
 }
 
 /** Keeps recently used object files open: small random I/O must not pay open+close each time. */
-class FdCache {
+export class FdCache {
   private readonly fds = new Map<bigint, CachedFd>();
+  /** opens in flight per object; a drop meanwhile marks them, as they may hold the replaced file */
+  private readonly opening = new Map<bigint, Set<{ dropped: boolean }>>();
   constructor(private readonly limit: number) {}
 
   async use<T>(oid: bigint, file: string, fn: (fh: fs.FileHandle) => Promise<T>): Promise<T> {
     let e = this.fds.get(oid);
     if (!e || e.stale) {
-      const fh = await fs.open(file, fsc.O_RDWR);
-      e = this.fds.get(oid);
-      if (e && !e.stale) await fh.close(); // another caller opened it meanwhile
-      else {
-        e = { fh, refs: 0, stale: false };
-        this.fds.set(oid, e);
-        this.trim();
+      for (;;) {
+        const fh = await this.open(oid, file);
+        if (!fh) continue; // the object was replaced while it opened: a write must reach the new file
+        e = this.fds.get(oid);
+        if (e && !e.stale) await fh.close(); // another caller opened it meanwhile
+        else {
+          e = { fh, refs: 0, stale: false };
+          this.fds.set(oid, e);
+          this.trim();
+        }
+        break;
       }
     } else {
       // refresh LRU position
@@ -57,8 +63,27 @@ class FdCache {
     }
   }
 
+  /** Opens the object's file; null when the object was replaced or removed during the open. */
+  private async open(oid: bigint, file: string): Promise<fs.FileHandle | null> {
+    const token = { dropped: false };
+    let pending = this.opening.get(oid);
+    if (!pending) this.opening.set(oid, (pending = new Set()));
+    pending.add(token);
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(file, fsc.O_RDWR);
+    } finally {
+      pending.delete(token);
+      if (!pending.size) this.opening.delete(oid);
+    }
+    if (!token.dropped) return fh;
+    await fh.close();
+    return null;
+  }
+
   /** Forgets the open file of an object that was replaced or removed. */
   async drop(oid: bigint): Promise<void> {
+    for (const t of this.opening.get(oid) ?? []) t.dropped = true;
     const e = this.fds.get(oid);
     if (!e) return;
     this.fds.delete(oid);
@@ -77,6 +102,7 @@ class FdCache {
   }
 
   async closeAll(): Promise<void> {
+    for (const pending of this.opening.values()) for (const t of pending) t.dropped = true;
     const all = [...this.fds.values()];
     this.fds.clear();
     await Promise.all(all.map((e) => { e.stale = true; return e.refs === 0 ? e.fh.close().catch(() => undefined) : undefined; }));
@@ -255,6 +281,8 @@ export class ObjectStore {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw fsErrorResult(e);
+    } finally {
+      await this.fds.drop(oid); // an open that raced the unlink must not keep the removed file
     }
   }
 
@@ -391,6 +419,8 @@ export class ObjectStore {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw fsErrorResult(e);
+    } finally {
+      await this.fds.drop(oid); // an open that raced the rename must not keep the set-aside file
     }
     this.dirDirty = true;
     for (const set of this.dirty.values()) set.delete(oid);
@@ -421,6 +451,7 @@ export class ObjectStore {
       await fs.rename(this.pathOf(oid), path.join(this.staleDir, oidHex(oid)));
       n++;
     }
+    await this.fds.closeAll(); // nothing opened meanwhile may keep a copy now set aside
     this.dirty.clear();
     this.lastEpoch.clear();
     this.dirDirty = true;
