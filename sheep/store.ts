@@ -28,7 +28,7 @@ interface CachedFd {
 }
 
 /** Keeps recently used object files open: small random I/O must not pay open+close each time. */
-export class FdCache {
+class FdCache {
   private readonly fds = new Map<bigint, CachedFd>();
   /** opens in flight per object; a drop meanwhile marks them, as they may hold the replaced file */
   private readonly opening = new Map<bigint, Set<{ dropped: boolean }>>();
