@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { getAttribute } from 'fs-xattr';
 import { SheepProcess, freePort, tempDir, collie, stopSequencer } from '../helpers/sheep.js';
 import { SheepClient } from '../../lib/client.js';
 import { OpenVdi } from '../../lib/vdi-io.js';
@@ -103,6 +104,29 @@ function workload(s: SheepProcess, name: string, initial: Buffer): { stop: () =>
   return { stop: async () => { running = false; return done; } };
 }
 
+/**
+ * `rec` read through node `s` is what was written; if not, says which objects read wrong and which
+ * node's copy (in service or set aside) differs, with its last-write epoch.
+ */
+async function assertIntact(s: SheepProcess, back: Buffer): Promise<void> {
+  if (back.equals(data)) return;
+  const report: string[] = [];
+  for (let idx = 0; idx < data.length / (4 * MB); idx++) {
+    const want = data.subarray(idx * 4 * MB, (idx + 1) * 4 * MB);
+    if (!back.subarray(idx * 4 * MB, (idx + 1) * 4 * MB).equals(want)) report.push(`object ${idx} reads wrong`);
+    for (const n of sheep.filter((x) => x?.alive)) {
+      for (const dir of ['', '.stale']) {
+        const f = path.join(n.dir, 'obj', dir, oidHex(vidToDataOid(vid, idx)));
+        const copy = await fs.readFile(f).catch(() => null);
+        if (!copy || copy.equals(want)) continue;
+        const epoch = await getAttribute(f, 'user.sheepdog.epoch').then((b) => b.readUInt32LE(0), () => -1);
+        report.push(`object ${idx} differs on zone ${sheep.indexOf(n)}${dir ? ' (set aside)' : ''}, epoch ${epoch}`);
+      }
+    }
+  }
+  assert.fail(`rec read through zone ${sheep.indexOf(s)} is not what was written: ${report.join('; ')}`);
+}
+
 async function readThrough(s: SheepProcess, len = data.length): Promise<Buffer> {
   const c = await s.client();
   try {
@@ -129,7 +153,7 @@ before(async () => {
 after(async () => {
   for (const s of sheep) await s?.stop();
   await stopSequencer(`${base}/group`);
-  await fs.rm(base, { recursive: true, force: true });
+  if (!process.env.KEEP_TEST_DIRS) await fs.rm(base, { recursive: true, force: true });
 });
 
 test('a node killed under a verified write/read workload: no client error, then exactly 3 copies of every object', async (t) => {
@@ -151,7 +175,7 @@ test('a node killed under a verified write/read workload: no client error, then 
   t.diagnostic(`the workload made ${ops} verified 1 MiB writes`);
   await threeCopiesEach();
   await threeCopiesEach(wvid, 4);
-  assert.ok((await readThrough(sheep[2])).equals(data));
+  await assertIntact(sheep[2], await readThrough(sheep[2]));
   const c2 = await sheep[3].client();
   try {
     const back = await (await OpenVdi.open(c2, wvid)).read(0, 16 * MB);
@@ -213,7 +237,7 @@ test('a fifth node takes its share; no object is lost and none has more than 3 c
   };
   while ((await staleLeft()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   assert.equal(await staleLeft(), 0, 'set-aside copies purged after cluster-wide recovery');
-  assert.ok((await readThrough(sheep[4])).equals(data));
+  await assertIntact(sheep[4], await readThrough(sheep[4]));
 });
 
 test('two nodes lost one after another (the second during recovery): no data lost', async () => {
@@ -222,7 +246,7 @@ test('two nodes lost one after another (the second during recovery): no data los
   await sheep[3].kill9();
   await recovered();
   await threeCopiesEach();
-  assert.ok((await readThrough(sheep[2])).equals(data));
+  await assertIntact(sheep[2], await readThrough(sheep[2]));
 });
 
 test('collie node recovery shows every node\'s progress', async () => {
@@ -263,7 +287,7 @@ test('with automatic recovery disabled a returning node copies nothing by itself
   const info = (await collie(sheep[3].port, ['node', 'recovery'])).stdout.toString();
   assert.match(info, /127\.0\.0\.1:\d+\s+64\s+3\s+0\.0%/, 'node recovery lists the waiting node at 0.0%');
   // reads are still right: they fail over to the nodes that have the objects
-  assert.ok((await readThrough(sheep[3])).equals(data));
+  await assertIntact(sheep[3], await readThrough(sheep[3]));
   // what a client writes does not wait for recovery: the objects it touches reach the node at once
   const c = await sheep[1].client();
   try {
@@ -289,6 +313,7 @@ test('with automatic recovery disabled a returning node copies nothing by itself
   await recovered();
   await threeCopiesEach();
   assert.ok(await objectsOn(sheep[3]) > 0, 'the returning node holds its share after enable');
+  await assertIntact(sheep[3], await readThrough(sheep[3]));
 });
 
 test('a recovery throttle (sheep -R, node recovery set-throttle) bounds the objects copied per interval', async () => {
@@ -313,6 +338,7 @@ test('a recovery throttle (sheep -R, node recovery set-throttle) bounds the obje
   assert.equal(bad.code, 64);
   await recovered();
   await threeCopiesEach();
+  await assertIntact(sheep[0], await readThrough(sheep[0]));
 });
 
 test('a VDI deleted while a node is away stays deleted when the node returns', async () => {
@@ -357,7 +383,7 @@ test('a VDI deleted while a node is away stays deleted when the node returns', a
     if (!(await fs.access(f).then(() => true, () => false))) continue;
     assert.equal((await fs.readFile(f)).subarray(0, 256).toString('latin1').replace(/\0+$/, ''), '', `inode copy on ${s.port} has no name`);
   }
-  assert.ok((await readThrough(sheep[zone])).equals(data));
+  await assertIntact(sheep[zone], await readThrough(sheep[zone]));
 });
 
 async function readAll(s: SheepProcess, name: string, len: number): Promise<Buffer> {
@@ -442,7 +468,7 @@ test('full shutdown and restart: the cluster waits for the last epoch\'s nodes, 
   await until('the cluster runs again', async () => (await clusterStatus(sheep[zones[0]])).status === 'running');
   // the same nodes as the last epoch: no new epoch
   assert.equal((await clusterStatus(sheep[zones[1]])).epoch, epoch);
-  assert.ok((await readAll(sheep[zones[2]], 'rec', data.length)).equals(data));
+  await assertIntact(sheep[zones[2]], await readAll(sheep[zones[2]], 'rec', data.length));
   await recovered();
   await threeCopiesEach();
 });
@@ -453,7 +479,7 @@ test('every sheep killed with SIGKILL and restarted: every VDI intact', async ()
   await Promise.all(live.map((s) => s.kill9()));
   for (const z of [...zones].reverse()) await add(z);
   await until('the cluster runs again', async () => (await clusterStatus(sheep[zones[0]])).status === 'running');
-  assert.ok((await readAll(sheep[zones[1]], 'rec', data.length)).equals(data));
+  await assertIntact(sheep[zones[1]], await readAll(sheep[zones[1]], 'rec', data.length));
   await recovered();
   await threeCopiesEach();
 });
@@ -477,9 +503,9 @@ test('recover force goes on without a missing node, which later rejoins and catc
   const st = await clusterStatus(sheep[rest[1]]);
   assert.equal(st.epoch, epoch + 1, 'going on without a node is a new epoch');
   assert.equal(st.history[0].nodes.length, rest.length);
-  assert.ok((await readAll(sheep[rest[0]], 'rec', data.length)).equals(data));
+  await assertIntact(sheep[rest[0]], await readAll(sheep[rest[0]], 'rec', data.length));
   await add(missing);
   await recovered();
   await threeCopiesEach();
-  assert.ok((await readAll(sheep[missing], 'rec', data.length)).equals(data));
+  await assertIntact(sheep[missing], await readAll(sheep[missing], 'rec', data.length));
 });
