@@ -139,7 +139,7 @@ export class ObjectStore {
     const probe = path.join(dir, '.xattr-probe');
     await fs.writeFile(probe, '');
     try {
-      await setAttribute(probe, 'user.sheepdog.probe', Buffer.from([1]));
+      await setAttribute(probe, 'user.sheepdog.probe', PROBE_VALUE);
       const v = await getAttribute(probe, 'user.sheepdog.probe');
       if (v.length !== 1 || v[0] !== 1) throw new Error('xattr read back differs');
     } catch (e) {
@@ -483,8 +483,21 @@ async function writeAll(fh: fs.FileHandle, data: Buffer, offset: number): Promis
   }
 }
 
+/**
+ * The xattr value for an epoch. fs-xattr's async setAttribute hands the buffer's memory to a worker
+ * thread without keeping the buffer alive: a temporary one can be collected and its memory reused
+ * before setxattr runs, which wrote random bytes as an object's epoch (a garbage "newest" epoch then
+ * won recovery with stale content). These buffers are kept for the life of the process.
+ */
+const epochValues = new Map<number, Buffer>();
 function epochBytes(epoch: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(epoch >>> 0);
+  let b = epochValues.get(epoch);
+  if (!b) {
+    b = Buffer.alloc(4);
+    b.writeUInt32LE(epoch >>> 0);
+    epochValues.set(epoch, b);
+  }
   return b;
 }
+/** The probe value for checkXattrSupport, kept alive for the same reason. */
+const PROBE_VALUE = Buffer.from([1]);
