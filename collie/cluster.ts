@@ -1,8 +1,11 @@
 // collie cluster: format, info, shutdown.
 
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import { Op, Res, SdError } from '../lib/proto.js';
-import type { StatClusterReply } from '../sheep/ops.js';
-import { CliError, EXIT_SYSFAIL, withClient, out, reason, ctimeString, shortTime, padL, confirm, type ConnOpts } from './common.js';
+import { newKeyText } from '../lib/auth.js';
+import type { StatClusterReply } from '../lib/admin.js';
+import { CliError, EXIT_FAILURE, EXIT_SYSFAIL, withClient, out, reason, ctimeString, shortTime, padL, confirm, type ConnOpts } from './common.js';
 
 export interface FormatOpts extends ConnOpts {
   copies: number;
@@ -100,4 +103,18 @@ export async function clusterRecoverMode(o: ConnOpts, enable: boolean): Promise<
     }
   });
   out(`Cluster recovery: ${enable ? 'enable' : 'disable'}\n`);
+}
+
+/** `collie cluster keygen [FILE]`: a new random key, readable by its owner only (like corosync-keygen). */
+export async function clusterKeygen(file: string, force: boolean): Promise<void> {
+  await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o755 });
+  try {
+    await fs.writeFile(file, newKeyText(), { mode: 0o600, flag: force ? 'w' : 'wx' });
+    await fs.chmod(file, 0o600);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') throw new CliError(`${file} exists already (use -f to replace it)`, EXIT_FAILURE);
+    throw new CliError(`cannot write ${file}: ${code ?? (e as Error).message}`, EXIT_FAILURE);
+  }
+  out(`wrote a new cluster key to ${file}\n`);
 }

@@ -1,8 +1,10 @@
 // Shared plumbing of collie commands: connection options, errors with exit codes, output helpers.
 
+import fs from 'node:fs';
 import readline from 'node:readline/promises';
 import { SheepClient } from '../lib/client.js';
-import { SdError, resultText } from '../lib/proto.js';
+import { Res, SdError, resultText } from '../lib/proto.js';
+import { DEFAULT_KEY_FILE, readKeyFile } from '../lib/auth.js';
 import { parseSize } from '../lib/units.js';
 
 export const EXIT_SUCCESS = 0;
@@ -25,12 +27,47 @@ export interface ConnOpts {
   raw?: boolean;
 }
 
-export async function connect(o: ConnOpts): Promise<SheepClient> {
+/** The cluster key collie proves on every connection (admin role), once loaded. */
+let clusterKey: Buffer | null = null;
+
+/**
+ * --key FILE, else $SHEEPDOG_KEY_FILE, else /etc/sheepdog/cluster.key when it exists; none: collie
+ * talks as an unauthenticated client (enough for a sheep without a key).
+ */
+export function loadClusterKey(option: string | undefined): void {
+  const file = option ?? process.env.SHEEPDOG_KEY_FILE ?? (fs.existsSync(DEFAULT_KEY_FILE) ? DEFAULT_KEY_FILE : undefined);
+  if (!file) return;
   try {
-    return await SheepClient.connect({ host: o.address, port: o.port });
+    clusterKey = readKeyFile(file);
   } catch (e) {
-    throw new CliError(`failed to connect to ${o.address}:${o.port}: ${(e as Error).message}`, EXIT_SYSFAIL);
+    throw new CliError((e as Error).message, EXIT_USAGE);
   }
+}
+
+/** A connection to one sheep, authenticated as admin when collie has the cluster key. */
+export async function connectTo(host: string, port: number): Promise<SheepClient> {
+  let c: SheepClient;
+  try {
+    c = await SheepClient.connect({ host, port });
+  } catch (e) {
+    throw new CliError(`failed to connect to ${host}:${port}: ${(e as Error).message}`, EXIT_SYSFAIL);
+  }
+  if (clusterKey) {
+    try {
+      await c.authenticate(clusterKey, 'admin');
+    } catch (e) {
+      c.close();
+      const why = e instanceof SdError && e.result === Res.ACCESS_DENIED && !e.message.startsWith('the sheep')
+        ? 'the sheep refused the cluster key (a different key, or the sheep has none)'
+        : reason(e);
+      throw new CliError(`authentication with ${host}:${port} failed: ${why}`, EXIT_FAILURE);
+    }
+  }
+  return c;
+}
+
+export function connect(o: ConnOpts): Promise<SheepClient> {
+  return connectTo(o.address, o.port);
 }
 
 /** Runs `fn` with a connection, closing it afterwards. */
@@ -45,6 +82,9 @@ export async function withClient<T>(o: ConnOpts, fn: (c: SheepClient) => Promise
 
 /** The reason text for a failed request: the protocol's wording for SdErrors. */
 export function reason(e: unknown): string {
+  if (e instanceof SdError && e.result === Res.ACCESS_DENIED) {
+    return `${resultText(e.result)} (give collie the key: --key FILE, SHEEPDOG_KEY_FILE or ${DEFAULT_KEY_FILE})`;
+  }
   if (e instanceof SdError) return resultText(e.result);
   return (e as Error)?.message ?? String(e);
 }
@@ -90,12 +130,7 @@ export const padR = (s: string | number, w: number) => String(s).padEnd(w, ' ');
 
 /** Runs `fn` against one specific node (not the cluster), mapping connection trouble to exit 2. */
 export async function onNode<T>(host: string, port: number, fn: (c: SheepClient) => Promise<T>): Promise<T> {
-  let c: SheepClient;
-  try {
-    c = await SheepClient.connect({ host, port });
-  } catch (e) {
-    throw new CliError(`failed to connect to ${host}:${port}: ${(e as Error).message}`, EXIT_SYSFAIL);
-  }
+  const c = await connectTo(host, port);
   try {
     return await fn(c);
   } finally {

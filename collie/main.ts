@@ -2,8 +2,9 @@
 // collie: the command-line tool that runs a sheepdog cluster. `collie <group> <command> [args]`.
 
 import { Command, InvalidArgumentError } from 'commander';
-import { CliError, EXIT_FAILURE, EXIT_USAGE, sizeArg } from './common.js';
-import { clusterFormat, clusterInfo, clusterShutdown, clusterRecoverForce, clusterRecoverMode } from './cluster.js';
+import { CliError, EXIT_FAILURE, EXIT_USAGE, sizeArg, loadClusterKey } from './common.js';
+import { DEFAULT_KEY_FILE } from '../lib/auth.js';
+import { clusterFormat, clusterInfo, clusterShutdown, clusterRecoverForce, clusterRecoverMode, clusterKeygen } from './cluster.js';
 import { nodeListCmd, nodeInfoCmd, nodeRecoveryCmd, nodeSetThrottle, nodeGetThrottle } from './node.js';
 import { vdiCreate, vdiList, vdiDelete, vdiRead, vdiWrite, vdiObject } from './vdi.js';
 import { vdiSnapshot, vdiClone, vdiRollback, vdiResize, vdiTree, vdiGraph } from './vdi-family.js';
@@ -21,7 +22,8 @@ function intArg(min: number, max: number) {
 /** Adds the options every command that talks to a sheep has. */
 function conn(cmd: Command, raw = false): Command {
   cmd.option('-a, --address <host>', 'sheep address', 'localhost')
-    .option('-p, --port <port>', 'sheep port', intArg(1, 65535), 7000);
+    .option('-p, --port <port>', 'sheep port', intArg(1, 65535), 7000)
+    .option('-k, --key <file>', `cluster key proved to the sheep (default: $SHEEPDOG_KEY_FILE, else ${DEFAULT_KEY_FILE} when it exists)`);
   if (raw) cmd.option('-r, --raw', 'raw output: no headers, single spaces, sizes in bytes', false);
   return cmd;
 }
@@ -57,8 +59,22 @@ const program = new Command('collie')
   .showHelpAfterError()
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
+// every command that talks to a sheep proves the cluster key first, when collie has one
+program.hook('preAction', (_root, cmd) => {
+  try {
+    loadClusterKey(cmd.opts().key as string | undefined);
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n`);
+    process.exit(e instanceof CliError ? e.exitCode : EXIT_FAILURE);
+  }
+});
+
 // ------------------------------------------------------------------ cluster
 const cluster = program.command('cluster').description('cluster-wide operations');
+cluster.command('keygen').description(`write a new random cluster key (give it to every sheep with --cluster-key and to collie)`)
+  .argument('[file]', 'where to write it (mode 0600)', DEFAULT_KEY_FILE)
+  .option('-f, --force', 'replace an existing key file (sheep using the old key must be restarted with the new one)', false)
+  .action(act(async (file: string, o: { force: boolean }) => clusterKeygen(file, o.force)));
 conn(cluster.command('format').description('create a Sheepdog store: wipes every node and sets the defaults'))
   .option('-c, --copies <n>', 'default number of copies of every object', intArg(1, 31), 3)
   .option('-z, --block-size-shift <n>', 'default object size as a power of two (20..31)', intArg(20, 31), 22)

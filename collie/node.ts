@@ -3,9 +3,8 @@
 import { Op } from '../lib/proto.js';
 import { SheepClient } from '../lib/client.js';
 import { formatSize } from '../lib/units.js';
-import type { NodeListReply, StatSheepReply } from '../sheep/ops.js';
-import type { RecoveryStatus, Throttle } from '../sheep/recovery.js';
-import { CliError, EXIT_SYSFAIL, EXIT_USAGE, withClient, out, reason, padL, padR, type ConnOpts } from './common.js';
+import type { NodeListReply, StatSheepReply, RecoveryStatus, Throttle } from '../lib/admin.js';
+import { CliError, EXIT_SYSFAIL, EXIT_USAGE, withClient, connectTo, out, reason, padL, padR, type ConnOpts } from './common.js';
 
 export async function nodeList(o: ConnOpts): Promise<NodeListReply> {
   try {
@@ -36,7 +35,7 @@ export async function nodeInfoCmd(o: ConnOpts): Promise<void> {
   let tSize = 0, tUsed = 0, tAvail = 0, vsize = 0, ok = 0;
   for (const [i, n] of l.nodes.entries()) {
     try {
-      const c = await SheepClient.connect({ host: n.host, port: n.port });
+      const c = await connectTo(n.host, n.port);
       try {
         const s = await c.control<StatSheepReply>(Op.STAT_SHEEP);
         tSize += s.size; tUsed += s.used; tAvail += s.avail; vsize = Math.max(vsize, s.vdiSizeTotal); ok++;

@@ -3,11 +3,9 @@
 import { Op, Res, SdError } from '../lib/proto.js';
 import { OpenVdi } from '../lib/vdi-io.js';
 import { vidToVdiOid, vidToDataOid, oidHex } from '../lib/oid.js';
-import type { AttrReply } from '../sheep/vdi-attr.js';
-import type { LockInfo } from '../sheep/vdi.js';
+import type { AttrReply, LockInfo, ObjList } from '../lib/admin.js';
 import crypto from 'node:crypto';
 import { chooseReplica } from '../lib/replica.js';
-import type { ObjList } from '../sheep/recovery.js';
 import { CliError, EXIT_SYSFAIL, EXIT_EXISTS, EXIT_MISSING, withClient, out, reason, snapshotSpec, padL, padR, onNode, type ConnOpts } from './common.js';
 import { Ring } from '../lib/ring.js';
 import { SD_INODE_SIZE } from '../lib/inode.js';

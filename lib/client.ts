@@ -8,6 +8,7 @@ import {
   encodeNameTag, type Rsp, type ObjReq, type VdiReq,
 } from './proto.js';
 import { FrameReader } from './frame.js';
+import { AUTH_NONCE_LEN, authProof, encodeAuthStep, newNonce, proofMatches, type Role } from './auth.js';
 
 export interface ClientAddress {
   host?: string;
@@ -227,6 +228,31 @@ export class SheepClient {
     const { rsp } = await this.send(h);
     check(rsp);
     return { nrCopies: rsp.defNrCopies, copyPolicy: rsp.defCopyPolicy, blockSizeShift: rsp.defBlockSizeShift };
+  }
+
+  // ------------------------------------------------------------ authentication
+
+  /**
+   * Proves the cluster key to the sheep and checks that the sheep knows it too (lib/auth.ts); the
+   * connection may then send the opcodes of `role`. A sheep that does not prove the key is an
+   * impostor: the connection is closed and ACCESS_DENIED thrown.
+   */
+  async authenticate(key: Buffer, role: Exclude<Role, 'client'>): Promise<void> {
+    const cnonce = newNonce();
+    const one = await this.authStep(encodeAuthStep({ step: 1, role, bytes: cnonce }));
+    const snonce = one.subarray(0, AUTH_NONCE_LEN);
+    if (one.length !== 2 * AUTH_NONCE_LEN || !proofMatches(authProof(key, 'server', role, cnonce, snonce), one.subarray(AUTH_NONCE_LEN))) {
+      this.close();
+      throw new SdError(Res.ACCESS_DENIED, 'the sheep did not prove the cluster key (wrong key on one side?)');
+    }
+    await this.authStep(encodeAuthStep({ step: 2, role, bytes: authProof(key, 'client', role, cnonce, snonce) }));
+  }
+
+  private async authStep(payload: Buffer): Promise<Buffer> {
+    const h = encodePlainReq({ protoVer: 0, opcode: Op.AUTH, flags: Flag.CMD_WRITE, epoch: 0, id: 0, dataLength: payload.length });
+    const { rsp, data } = await this.send(h, payload);
+    check(rsp);
+    return data;
   }
 
   // ------------------------------------------------------------ internal ops (msgpack payloads)

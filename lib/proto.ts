@@ -45,6 +45,8 @@ export const Op = {
   // ours: recovery throttling of one node (`collie node recovery set-throttle|get-throttle`)
   SET_RECOVERY_THROTTLE: 0xc2,
   GET_RECOVERY_THROTTLE: 0xc3,
+  // ours: proves the cluster key on a connection (lib/auth.ts), which may then send admin or peer opcodes
+  AUTH: 0xd0,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 
@@ -96,6 +98,8 @@ export const Res = {
   AGAIN: 0x8f,
   STALE_OBJ: 0x90,
   CLUSTER_ERROR: 0x91,
+  // ours: the connection's role may not send this opcode (authenticate with the cluster key first)
+  ACCESS_DENIED: 0x92,
 } as const;
 export type ResultCode = (typeof Res)[keyof typeof Res];
 
@@ -137,6 +141,7 @@ const RESULT_TEXT: Record<number, string> = {
   [Res.AGAIN]: 'Try again later',
   [Res.STALE_OBJ]: 'Object may be stale',
   [Res.CLUSTER_ERROR]: 'Cluster driver error',
+  [Res.ACCESS_DENIED]: 'Permission denied: this request needs a connection authenticated with the cluster key',
 };
 
 export function resultText(r: number): string {

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+node scripts/check-layers.mjs                     # no import circle, no upward import (fails the run)
 [ -d ../shared/conformance ] || { echo "test: ../shared/conformance is missing (the shared/ folder must sit beside the repo)" >&2; exit 1; }
 tap=$(mktemp)
 trap 'rm -f "$tap"' EXIT

@@ -8,16 +8,22 @@ import { constants as fsc } from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { createLogger, LOG_LEVELS, type Logger } from './log.js';
-import { ObjectStore } from './store.js';
-import { System } from './system.js';
-import { Listener } from './listener.js';
-import { createDriver } from './cluster/local.js';
+import { createLogger, LOG_LEVELS, type Logger } from './util/log.js';
+import { ObjectStore } from './store/store.js';
+import { System } from './cluster/system.js';
+import { Listener } from './frontend/listener.js';
+import { createDriver } from './cluster/drivers.js';
 import { processAlive as alive } from './cluster/local-sequencer.js';
 import { fnv1a64 } from '../lib/fnv.js';
-import { NbdServer, parseCidrList, type NbdConfig } from './nbd-server.js';
-import { parseThrottle, type Throttle } from './recovery.js';
-import type { GroupDriver, NodeInfo } from './cluster/driver.js';
+import { NbdServer, type NbdConfig } from './frontend/nbd-server.js';
+import { parseCidrList, AddressFilter, ByteBudget, ConnectionBudget, RefusalLog } from './frontend/admission.js';
+import { readKeyFile, keyId } from '../lib/auth.js';
+import { parseSize } from '../lib/units.js';
+import { raiseFdLimit } from './util/limits.js';
+import { parseThrottle } from './replication/recovery.js';
+import type { Throttle } from '../lib/admin.js';
+import type { GroupDriver } from './cluster/driver.js';
+import type { NodeInfo } from '../lib/node.js';
 
 export const VERSION = '0.1.0';
 
@@ -38,6 +44,19 @@ interface SheepOptions {
   nbdAllow: string[];
   nbdDeny: string[];
   nbdReadonly: string[];
+  clusterKey?: string;
+  clientAllow: string[];
+  clientDeny: string[];
+  readonlyVdi: string[];
+  maxConnections?: number;
+  bufferLimit: number;
+  socketGroup?: string;
+}
+
+function sizeOpt(v: string): number {
+  const n = parseSize(v);
+  if (n === null || n < 1024 * 1024) throw new InvalidArgumentError('must be a size of at least 1M (K, M, G suffixes)');
+  return n;
 }
 
 function collect(v: string, prev: string[]): string[] {
@@ -99,7 +118,7 @@ function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
     .option('-f, --foreground', 'stay in the foreground and log to stderr too', false)
     .option('-P, --pidfile <file>', 'write the daemon pid to this file')
     .addOption(new Option('-l, --log-level <level>', 'log level').choices([...LOG_LEVELS]).default('info'))
-    .option('-c, --cluster <driver>', 'cluster driver: local[:DIR] (sheep on this machine sharing DIR, default /tmp/sheepdog-local) or corosync[:GROUP]', 'local')
+    .option('-c, --cluster <driver>', 'cluster driver: local[:DIR] (sheep on this machine sharing DIR, default /run/sheepdog/local for root, else $XDG_RUNTIME_DIR/sheepdog-local) or corosync[:GROUP]', 'local')
     .option('-z, --zone <zone>', 'zone id: replicas go to distinct zones (default: derived from the address, so one zone per machine)', intArg(0, 2 ** 32 - 1))
     .option('-V, --vnodes <n>', 'virtual nodes on the placement ring', intArg(1, 65535), 64)
     .option('-R, --recovery <max=N,interval=MS>', 'throttle recovery: at most N objects copied per MS milliseconds (default: no limit)', recoveryArg, { max: 0, interval: 0 })
@@ -107,7 +126,14 @@ function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
     .option('--nbd-socket <path>', 'serve NBD on this Unix socket too')
     .option('--nbd-allow <cidr,...>', 'only NBD clients from these networks (repeatable)', collect, [])
     .option('--nbd-deny <cidr,...>', 'refuse NBD clients from these networks (repeatable; checked first)', collect, [])
-    .option('--nbd-readonly <vdi,...>', 'export these VDIs read-only (repeatable)', collect, [])
+    .option('--nbd-readonly <vdi,...>', 'export these VDIs read-only (repeatable; read-only on port 7000 too, as --readonly-vdi)', collect, [])
+    .option('--cluster-key <file>', 'cluster key (collie cluster keygen): admin and peer requests need a connection that proved it, and sheep without it cannot join; without a key anyone who reaches the ports can administer the cluster')
+    .option('--client-allow <cidr,...>', 'only clients from these networks on port 7000 (repeatable)', collect, [])
+    .option('--client-deny <cidr,...>', 'refuse clients from these networks on port 7000 (repeatable; checked first)', collect, [])
+    .option('--readonly-vdi <vdi,...>', 'unauthenticated clients (QEMU, NBD) may only read these VDIs (repeatable)', collect, [])
+    .option('--max-connections <n>', 'open connections on all ports together (default: the descriptor limit less a reserve for object files and peers); the last 64 are kept for collie and peers', intArg(16, 1 << 20))
+    .option('--buffer-limit <size>', 'request bytes held in memory at once, all connections together; a connection waits when it is reached', sizeOpt, 256 * 1024 * 1024)
+    .option('--socket-group <group>', 'group that owns the Unix sockets (mode 0660)')
     .showHelpAfterError()
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 64));
   program.parse(argv, { from: 'user' });
@@ -135,18 +161,85 @@ async function takeStoreLock(dir: string): Promise<string> {
   throw new Error(`cannot take the store lock ${file}`);
 }
 
+/** Pseudo filesystems: a store there is a mistake (and some of them make mkdir spin). */
+const PSEUDO_FS = ['/proc', '/sys', '/dev'];
+
+/** DIR exists (or is created) as a directory this user can write, mode 0700; otherwise a sentence. */
+async function prepareStoreDir(dir: string): Promise<void> {
+  // the nearest existing ancestor tells where DIR really lives (symlinks resolved)
+  let probe = dir;
+  for (;;) {
+    try {
+      probe = await fs.realpath(probe);
+      break;
+    } catch {
+      const up = path.dirname(probe);
+      if (up === probe) break;
+      probe = up;
+    }
+  }
+  if (PSEUDO_FS.some((p) => probe === p || probe.startsWith(`${p}/`))) {
+    throw new Error(`${dir} is on ${probe.split('/').slice(0, 2).join('/')}, a pseudo filesystem: choose a directory on a disk`);
+  }
+  try {
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' || code === 'ENOTDIR') throw new Error(`${dir} is not a directory`);
+    if (code === 'EACCES' || code === 'EPERM') throw new Error(`cannot create ${dir}: permission denied (run sheep as a user that may write there, or create it for that user)`);
+    throw new Error(`cannot create ${dir}: ${code ?? (e as Error).message}`);
+  }
+  const st = await fs.stat(dir);
+  if (!st.isDirectory()) throw new Error(`${dir} is not a directory`);
+  try {
+    await fs.access(dir, fsc.W_OK | fsc.X_OK);
+  } catch {
+    throw new Error(`${dir} is not writable by this user (uid ${process.getuid?.()}): give it to the user sheep runs as`);
+  }
+  if (st.mode & 0o077) await fs.chmod(dir, 0o700).catch(() => undefined);
+}
+
+/** Gives a socket file to a group (a name from /etc/group, or a number). */
+async function chgrp(file: string, group: string): Promise<void> {
+  let gid = /^\d+$/.test(group) ? Number(group) : NaN;
+  if (Number.isNaN(gid)) {
+    const line = (await fs.readFile('/etc/group', 'utf8')).split('\n').find((l) => l.split(':')[0] === group);
+    if (!line) throw new Error(`--socket-group: no group named '${group}'`);
+    gid = Number(line.split(':')[2]);
+  }
+  await fs.chown(file, -1, gid);
+}
+
 async function run(dir: string, o: SheepOptions, ready: (err?: string) => void): Promise<void> {
-  await fs.mkdir(dir, { recursive: true });
+  // least privilege: the store, its log, config and key material are the owner's alone (0700/0600)
+  process.umask(0o077);
+  await prepareStoreDir(dir);
   await ObjectStore.checkXattrSupport(dir);
   const lockFile = await takeStoreLock(dir);
   const log: Logger = createLogger(dir, o.logLevel, o.foreground);
   const host = o.myaddr ?? (o.bindaddr && o.bindaddr !== '0.0.0.0' ? o.bindaddr : '127.0.0.1');
   const parts: { listener?: Listener; store?: ObjectStore; nbd?: NbdServer; group?: GroupDriver } = {};
+  const names = (l: string[]) => l.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+  const readonlyVdis = new Set([...names(o.nbdReadonly), ...names(o.readonlyVdi)]);
   const nbdCfg: NbdConfig = {
     allow: parseCidrList(o.nbdAllow),
     deny: parseCidrList(o.nbdDeny),
-    readonly: new Set(o.nbdReadonly.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean)),
+    readonly: readonlyVdis,
   };
+  const key = o.clusterKey ? readKeyFile(o.clusterKey) : null;
+  if (key) log.info({ keyId: keyId(key) }, 'cluster key loaded: admin and peer requests need authentication');
+  else log.warn('no cluster key (--cluster-key): anyone who reaches this sheep\'s ports can administer the cluster and its data');
+  const fdLimit = raiseFdLimit(log);
+  // object files (the store keeps up to 512 open), peers, logs and the cluster driver need descriptors too
+  const maxConns = o.maxConnections ?? Math.max(64, fdLimit - 512 - 256);
+  const RESERVE = 64;
+  const admission = {
+    conns: new ConnectionBudget(maxConns, Math.min(RESERVE, maxConns >> 2)),
+    refusals: new RefusalLog(log),
+    socketMode: 0o660,
+  };
+  const budget = new ByteBudget(o.bufferLimit, Math.min(64 * 1024 * 1024, o.bufferLimit >> 2));
+  const clientFilter = new AddressFilter(parseCidrList(o.clientAllow), parseCidrList(o.clientDeny));
   const nbdAddr = o.nbd !== undefined ? nbdAddress(o.nbd, o.bindaddr) : null;
   let stopping = false;
   const stop = async (why: string, code = 0) => {
@@ -181,7 +274,7 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   const me: NodeInfo = { nid: `${host}:${port}`, host, port, zone: o.zone ?? defaultZone(host), vnodes: o.vnodes };
   const group = createDriver(o.cluster);
   parts.group = group;
-  const sys = new System(dir, me, store, group, log);
+  const sys = new System(dir, me, store, group, log, key);
   if (o.recovery.max) sys.recovery.setThrottle(o.recovery);
   group.onLost = (why) => {
     // without the group this node can no longer agree with the others: stop rather than diverge
@@ -190,15 +283,25 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   };
   sys.onShutdown = () => void stop('cluster shutdown');
   await sys.start();
-  const l = new Listener(sys, log);
+  const l = new Listener(sys, log, {
+    access: { key, readonlyVdis },
+    admission: { ...admission, filter: clientFilter, useReserve: true },
+    budget,
+  });
   parts.listener = l;
   const bound = await l.listenTcp(o.bindaddr, port);
-  if (o.socket) await l.listenUnix(o.socket);
+  if (o.socket) {
+    await l.listenUnix(o.socket);
+    if (o.socketGroup) await chgrp(o.socket, o.socketGroup);
+  }
   if (nbdAddr || o.nbdSocket) {
-    const nbd = new NbdServer(sys, nbdCfg, log);
+    const nbd = new NbdServer(sys, nbdCfg, log, { ...admission, filter: null, useReserve: false });
     parts.nbd = nbd;
     if (nbdAddr) await nbd.listenTcp(nbdAddr.host, nbdAddr.port);
-    if (o.nbdSocket) await nbd.listenUnix(o.nbdSocket);
+    if (o.nbdSocket) {
+      await nbd.listenUnix(o.nbdSocket);
+      if (o.socketGroup) await chgrp(o.nbdSocket, o.socketGroup);
+    }
   }
   if (o.pidfile) await fs.writeFile(o.pidfile, `${process.pid}\n`);
   log.info({ dir, port: bound, driver: o.cluster, status: sys.status, epoch: sys.epoch }, 'sheep started');

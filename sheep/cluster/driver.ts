@@ -2,15 +2,6 @@
 // broadcast. Every member, the sender included, sees the same events in the same order.
 // Drivers: local-group.ts (the `local` driver) and corosync.ts.
 
-export interface NodeInfo {
-  /** "host:port": unique per sheep */
-  nid: string;
-  host: string;
-  port: number;
-  zone: number;
-  vnodes: number;
-}
-
 /**
  * The group-communication layer a multi-node driver provides (CPG semantics): members are opaque ids,
  * and membership changes and messages arrive in one total order at every member.

@@ -4,13 +4,35 @@
 
 import net from 'node:net';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { FrameSplitter, frame, sequencerPaths, type FromSequencer } from './local-sequencer.js';
 import type { GroupDriver, GroupEvents } from './driver.js';
 
-export const DEFAULT_LOCAL_DIR = '/tmp/sheepdog-local';
+/**
+ * Where the sheep of one machine meet by default: never in world-writable /tmp, where another user
+ * could create the directory first and run the sequencer. root: /run/sheepdog/local; others: their
+ * runtime directory, else ~/.sheepdog-local.
+ */
+export function defaultLocalDir(): string {
+  if (process.getuid?.() === 0) return '/run/sheepdog/local';
+  if (process.env.XDG_RUNTIME_DIR) return path.join(process.env.XDG_RUNTIME_DIR, 'sheepdog-local');
+  return path.join(os.homedir(), '.sheepdog-local');
+}
+
+/** The meeting directory must be ours and closed to others: refuse one that another user owns. */
+export async function secureDir(dir: string): Promise<void> {
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  const st = await fs.lstat(dir);
+  if (!st.isDirectory()) throw new Error(`the local cluster directory ${dir} is not a directory`);
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid) {
+    throw new Error(`the local cluster directory ${dir} belongs to another user (uid ${st.uid}): refusing to use it`);
+  }
+  if (st.mode & 0o077) await fs.chmod(dir, 0o700);
+}
 const SEQUENCER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'local-sequencer.js');
 
 export class LocalGroup implements GroupDriver {
@@ -21,7 +43,7 @@ export class LocalGroup implements GroupDriver {
   /** called when the sequencer goes away under us: the group can no longer order anything */
   onLost: (why: string) => void = () => undefined;
 
-  constructor(readonly dir: string = DEFAULT_LOCAL_DIR) {}
+  constructor(readonly dir: string = defaultLocalDir()) {}
 
   private connectOnce(sockPath: string): Promise<net.Socket> {
     return new Promise((resolve, reject) => {
@@ -35,7 +57,7 @@ export class LocalGroup implements GroupDriver {
 
   async init(preferred: string): Promise<string> {
     this.id = preferred;
-    await fs.mkdir(this.dir, { recursive: true });
+    await secureDir(this.dir);
     const { sock } = sequencerPaths(this.dir);
     let spawned = false;
     const deadline = Date.now() + 10_000;

@@ -13,8 +13,7 @@ import { SheepClient } from '../../lib/client.js';
 import { OpenVdi } from '../../lib/vdi-io.js';
 import { Op } from '../../lib/proto.js';
 import { oidHex, vidToDataOid } from '../../lib/oid.js';
-import type { RecoveryStatus } from '../../sheep/recovery.js';
-import type { StatClusterReply } from '../../sheep/ops.js';
+import type { RecoveryStatus, StatClusterReply } from '../../lib/admin.js';
 
 const MB = 1 << 20;
 const SIZE = Number(process.env.BENCH_RECOVERY_MB ?? 1024) * MB;

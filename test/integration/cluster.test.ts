@@ -14,7 +14,7 @@ import { SheepClient } from '../../lib/client.js';
 import { OpenVdi } from '../../lib/vdi-io.js';
 import { Op, Res, SdError } from '../../lib/proto.js';
 import { oidHex } from '../../lib/oid.js';
-import type { NodeListReply, StatClusterReply } from '../../sheep/ops.js';
+import type { NodeListReply, StatClusterReply } from '../../lib/admin.js';
 
 const MB = 1 << 20;
 

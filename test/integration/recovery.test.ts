@@ -12,8 +12,7 @@ import { SheepClient } from '../../lib/client.js';
 import { OpenVdi } from '../../lib/vdi-io.js';
 import { Op } from '../../lib/proto.js';
 import { oidHex, oidKind, oidToVid, parseOidHex, dataOidToIdx, vidToDataOid, vidToVdiOid } from '../../lib/oid.js';
-import type { RecoveryStatus } from '../../sheep/recovery.js';
-import type { StatClusterReply } from '../../sheep/ops.js';
+import type { RecoveryStatus, StatClusterReply } from '../../lib/admin.js';
 
 const MB = 1 << 20;
 let base: string;

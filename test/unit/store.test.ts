@@ -8,7 +8,7 @@ import { constants as fsc } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
-import { ObjectStore } from '../../sheep/store.js';
+import { ObjectStore } from '../../sheep/store/store.js';
 import { vidToDataOid } from '../../lib/oid.js';
 import { Res, SdError } from '../../lib/proto.js';
 

@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
-import { VdiTable, type NewVdiArgs } from '../../sheep/vdi.js';
+import { VdiTable, type NewVdiArgs } from '../../sheep/vdi/vdi-table.js';
 import { makeCtime } from '../../lib/inode.js';
-import type { ObjectIo } from '../../sheep/gateway.js';
+import type { ObjectIo } from '../../sheep/replication/gateway.js';
 import { nameToVid } from '../../lib/fnv.js';
 import { Res, SdError } from '../../lib/proto.js';
 import { vidToDataOid } from '../../lib/oid.js';

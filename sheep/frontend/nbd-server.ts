@@ -3,13 +3,14 @@
 // with the same copy-on-write and inode map updates QEMU's sheepdog driver does.
 
 import net from 'node:net';
-import { Res, SdError } from '../lib/proto.js';
-import { OpenVdi } from '../lib/vdi-io.js';
-import { ByteQueue } from '../lib/byte-queue.js';
-import { SocketServer } from './net-listen.js';
-import { localTransport } from './object-io.js';
-import type { System } from './system.js';
-import type { Logger } from './log.js';
+import { Res, SdError } from '../../lib/proto.js';
+import { OpenVdi } from '../../lib/vdi-io.js';
+import { ByteQueue } from '../../lib/byte-queue.js';
+import { SocketServer, type Admission } from './net-listen.js';
+import { listed } from './admission.js';
+import { localTransport } from '../vdi/object-io.js';
+import type { System } from '../cluster/system.js';
+import type { Logger } from '../util/log.js';
 
 const NBDMAGIC = Buffer.from('NBDMAGIC');
 const IHAVEOPT = Buffer.from('IHAVEOPT');
@@ -46,28 +47,6 @@ export interface NbdConfig {
   allow: net.BlockList | null;
   /** exports (VDI names) served read-only whatever the client asks */
   readonly: Set<string>;
-}
-
-/** Parses "10.0.0.0/8,::1/128,127.0.0.2" into a BlockList; throws on malformed entries. */
-export function parseCidrList(items: string[]): net.BlockList | null {
-  const entries = items.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
-  if (!entries.length) return null;
-  const bl = new net.BlockList();
-  for (const e of entries) {
-    const [addr, bits] = e.split('/');
-    const type = net.isIPv6(addr) ? 'ipv6' : net.isIPv4(addr) ? 'ipv4' : null;
-    if (!type) throw new Error(`'${e}' is not an IP address or CIDR network`);
-    const max = type === 'ipv4' ? 32 : 128;
-    const prefix = bits === undefined ? max : Number(bits);
-    if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) throw new Error(`'${e}' has a bad prefix length`);
-    bl.addSubnet(addr, prefix, type);
-  }
-  return bl;
-}
-
-function blocked(list: net.BlockList, address: string): boolean {
-  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
-  return net.isIPv4(v4) ? list.check(v4, 'ipv4') : list.check(address, 'ipv6');
 }
 
 class ConnectionClosed extends Error {}
@@ -129,8 +108,9 @@ function errnoOf(e: unknown): number {
 }
 
 export class NbdServer extends SocketServer {
-  constructor(private readonly sys: System, private readonly cfg: NbdConfig, private readonly log: Logger) {
-    super();
+  constructor(private readonly sys: System, private readonly cfg: NbdConfig, private readonly log: Logger, admission: Admission) {
+    // NBD clients never authenticate: they may not use the connections kept for collie and peers
+    super({ ...admission, filter: null, useReserve: false });
   }
 
   async listenTcp(host: string | undefined, port: number): Promise<void> {
@@ -154,8 +134,8 @@ export class NbdServer extends SocketServer {
   /** Why this address may not use the export, or null when it may. Unix socket clients are local. */
   private refusal(address: string | undefined): string | null {
     if (!address) return null;
-    if (this.cfg.deny && blocked(this.cfg.deny, address)) return `${address} is in the deny list`;
-    if (this.cfg.allow && !blocked(this.cfg.allow, address)) return `${address} is not in the allow list`;
+    if (this.cfg.deny && listed(this.cfg.deny, address)) return `${address} is in the deny list`;
+    if (this.cfg.allow && !listed(this.cfg.allow, address)) return `${address} is not in the allow list`;
     return null;
   }
 }

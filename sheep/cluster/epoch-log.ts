@@ -4,8 +4,8 @@
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { writeFileDurable } from './config.js';
-import type { NodeInfo } from './cluster/driver.js';
+import { writeFileDurable } from '../store/config.js';
+import type { NodeInfo } from '../../lib/node.js';
 
 export interface EpochRecord {
   epoch: number;

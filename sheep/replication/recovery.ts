@@ -6,13 +6,15 @@
 // A newer membership change restarts it from scratch on the new epoch.
 
 import { pack, unpack } from 'msgpackr';
-import { Op, Res, SdError, encodeObjReq, encodePlainReq } from '../lib/proto.js';
-import { SheepClient } from '../lib/client.js';
-import { Ring } from '../lib/ring.js';
-import { oidKind, oidToVid, oidHex, parseOidHex } from '../lib/oid.js';
-import type { ObjectStore } from './store.js';
-import type { NodeInfo } from './cluster/driver.js';
-import type { Logger } from './log.js';
+import { Op, Res, SdError, encodeObjReq, encodePlainReq } from '../../lib/proto.js';
+import type { SheepClient } from '../../lib/client.js';
+import { connectPeer } from './peer-connect.js';
+import { Ring } from '../../lib/ring.js';
+import { oidKind, oidToVid, oidHex, parseOidHex } from '../../lib/oid.js';
+import type { ObjectStore } from '../store/store.js';
+import type { NodeInfo } from '../../lib/node.js';
+import type { ObjList, RecoveryStatus, Throttle } from '../../lib/admin.js';
+import type { Logger } from '../util/log.js';
 
 export interface RecoveryContext {
   epoch(): number;
@@ -22,17 +24,10 @@ export interface RecoveryContext {
   objectSize(oid: bigint): number;
   /** the VDI an object belongs to was deleted: its objects must not come back */
   deletedVdi(vid: number): boolean;
+  /** the cluster key peer connections prove (null: none) */
+  readonly clusterKey: Buffer | null;
 }
 
-export interface RecoveryStatus {
-  /** waiting: a membership change needs recovery but automatic recovery is disabled */
-  state: 'idle' | 'running' | 'waiting';
-  epoch: number;
-  done: number;
-  total: number;
-  /** objects copied to this node in this run (the throttle counts these) */
-  copied: number;
-}
 
 const CONNECT_RETRY_MS = 15_000;
 /** Objects copied at once by one node's recovery (unthrottled). */
@@ -41,11 +36,6 @@ const MAX_ATTEMPTS = 10;
 /** How long a node waits for the new owners of its old copies before keeping them. */
 const SET_ASIDE_WAIT_MS = 60_000;
 
-/** At most `max` objects copied per `interval` ms (0, 0: no limit), as Sheepdog's `-R max=,interval=`. */
-export interface Throttle {
-  max: number;
-  interval: number;
-}
 
 export function parseThrottle(t: Partial<Throttle>): Throttle {
   const max = Number(t.max ?? 0);
@@ -57,8 +47,6 @@ export function parseThrottle(t: Partial<Throttle>): Throttle {
   return { max, interval };
 }
 
-/** [oid as 16 hex digits, epoch of its last write] */
-export type ObjList = Array<[string, number]>;
 
 export class Recovery {
   private generation = 0;
@@ -154,7 +142,7 @@ export class Recovery {
     for (;;) {
       this.current(gen);
       try {
-        c = await SheepClient.connect({ host: n.host, port: n.port }, 5000);
+        c = await connectPeer(n, this.ctx.clusterKey, 5000);
         break;
       } catch (e) {
         if (Date.now() > deadline) throw e;
@@ -309,15 +297,25 @@ export class Recovery {
 }
 
 /** This node's objects with the epoch of their last write (GET_OBJ_LIST). */
+/** Epochs are read with synchronous xattr calls: let other requests in every so many objects. */
+const YIELD_EVERY = 1000;
+const yieldToLoop = () => new Promise<void>((r) => setImmediate(r));
+
 export async function localList(store: ObjectStore): Promise<ObjList> {
   const out: ObjList = [];
-  for (const oid of await store.list()) out.push([oidHex(oid), await store.epochOf(oid)]);
+  for (const oid of await store.list()) {
+    out.push([oidHex(oid), await store.epochOf(oid)]);
+    if (out.length % YIELD_EVERY === 0) await yieldToLoop();
+  }
   return out;
 }
 
 async function staleList(store: ObjectStore): Promise<ObjList> {
   const out: ObjList = [];
-  for (const oid of await store.listStale()) out.push([oidHex(oid), await store.epochOf(oid, true)]);
+  for (const oid of await store.listStale()) {
+    out.push([oidHex(oid), await store.epochOf(oid, true)]);
+    if (out.length % YIELD_EVERY === 0) await yieldToLoop();
+  }
   return out;
 }
 

@@ -1,7 +1,7 @@
 // Cluster driver selection: `-c local[:DIR]` (sheep on one machine, no external service; DIR is
-// shared by the sheep of one cluster, default /tmp/sheepdog-local) or `-c corosync`.
+// shared by the sheep of one cluster, default /run/sheepdog/local for root) or `-c corosync`.
 
-import { LocalGroup, DEFAULT_LOCAL_DIR } from './local-group.js';
+import { LocalGroup, defaultLocalDir } from './local-group.js';
 import { CorosyncGroup } from './corosync.js';
 import type { GroupDriver } from './driver.js';
 
@@ -9,7 +9,7 @@ export function createDriver(spec: string): GroupDriver {
   const [name, arg] = spec.split(/:(.*)/s, 2);
   switch (name) {
     case 'local':
-      return new LocalGroup(arg || DEFAULT_LOCAL_DIR);
+      return new LocalGroup(arg || defaultLocalDir());
     case 'corosync':
       return new CorosyncGroup(arg || 'sheepdog');
     default:

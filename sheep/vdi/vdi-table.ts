@@ -2,16 +2,17 @@
 // the exact semantics QEMU's sheepdog driver expects (DESIGN.md §3.1), locks, inode writes, and
 // reclaim of data objects no live VDI references any more.
 
-import { Res, SdError } from '../lib/proto.js';
-import { NR_VDIS, vidToVdiOid, vidToDataOid } from '../lib/oid.js';
-import { nameToVid } from '../lib/fnv.js';
+import { Res, SdError } from '../../lib/proto.js';
+import { NR_VDIS, vidToVdiOid, vidToDataOid } from '../../lib/oid.js';
+import { nameToVid } from '../../lib/fnv.js';
 import {
   SD_INODE_HEADER_SIZE, SD_DATA_OBJ_MAX, InodeOff, decodeInodeHeader, encodeInodeHeader, makeCtime,
   objectCount, maxVdiSize, mapEntryOffset, SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT, type InodeHeader,
-} from '../lib/inode.js';
-import { KeyedMutex } from './mutex.js';
-import type { ObjectIo } from './gateway.js';
-import type { Logger } from './log.js';
+} from '../../lib/inode.js';
+import { KeyedMutex } from '../util/mutex.js';
+import type { ObjectIo } from '../replication/gateway.js';
+import type { LockInfo } from '../../lib/admin.js';
+import type { Logger } from '../util/log.js';
 
 export interface VdiEntry extends InodeHeader {
   /** deleted VDIs keep their bitmap bit (QEMU's scan must not stop early) but match no name */
@@ -68,15 +69,6 @@ interface LockState {
   owners: string[];
 }
 
-export interface LockInfo {
-  vid: number;
-  name: string;
-  tag: string;
-  snapId: number;
-  exclusive: boolean;
-  holders: number;
-  owners: string[];
-}
 
 export class VdiTable {
   readonly bitmap = Buffer.alloc(NR_VDIS / 8);

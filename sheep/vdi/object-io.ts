@@ -1,12 +1,12 @@
 // Object I/O with the rules every client path shares (port 7000 requests and the NBD export):
 // oid kinds, ranges inside objects, READONLY snapshots, copy-on-write sources, inode map updates.
 
-import { Res, SdError } from '../lib/proto.js';
-import { oidKind, oidToVid, dataOidToIdx, type OidKind } from '../lib/oid.js';
-import { SD_INODE_SIZE, objectCount } from '../lib/inode.js';
-import type { ObjectTransport } from '../lib/vdi-io.js';
+import { Res, SdError } from '../../lib/proto.js';
+import { oidKind, oidToVid, dataOidToIdx, type OidKind } from '../../lib/oid.js';
+import { SD_INODE_SIZE, objectCount } from '../../lib/inode.js';
+import type { ObjectTransport } from '../../lib/vdi-io.js';
 import { SD_ATTR_OBJ_SIZE } from './vdi-attr.js';
-import type { System } from './system.js';
+import type { VdiContext } from './context.js';
 
 /** Largest payload or read a single request may carry (a whole inode is 4,198,968 bytes). */
 export const MAX_DATA_LENGTH = 32 * 1024 * 1024;
@@ -18,7 +18,7 @@ function kindOf(oid: bigint): OidKind {
   return kind;
 }
 
-export function objectSize(sys: System, oid: bigint): number {
+export function objectSize(sys: VdiContext, oid: bigint): number {
   switch (kindOf(oid)) {
     case 'inode':
       return SD_INODE_SIZE;
@@ -34,7 +34,7 @@ export function objectSize(sys: System, oid: bigint): number {
 }
 
 /** A request's range must lie inside its object and under the per-request limit. */
-export function checkRange(sys: System, oid: bigint, offset: bigint | number, length: number): void {
+export function checkRange(sys: VdiContext, oid: bigint, offset: bigint | number, length: number): void {
   if (length > MAX_DATA_LENGTH) throw new SdError(Res.INVALID_PARMS, `data_length ${length} over ${MAX_DATA_LENGTH}`);
   const size = objectSize(sys, oid);
   if (BigInt(offset) > BigInt(size) || Number(offset) + length > size) {
@@ -43,19 +43,19 @@ export function checkRange(sys: System, oid: bigint, offset: bigint | number, le
 }
 
 /** Data objects exist only for blocks inside a writable VDI's size. */
-function checkDataIndex(sys: System, oid: bigint): void {
+function checkDataIndex(sys: VdiContext, oid: bigint): void {
   const e = sys.vdis.writable(oidToVid(oid));
   if (dataOidToIdx(oid) >= objectCount(e.vdiSize, e.blockSizeShift)) {
     throw new SdError(Res.INVALID_PARMS, `object index ${dataOidToIdx(oid)} beyond the VDI size`);
   }
 }
 
-export function objRead(sys: System, oid: bigint, offset: number, length: number): Promise<Buffer> {
+export function objRead(sys: VdiContext, oid: bigint, offset: number, length: number): Promise<Buffer> {
   kindOf(oid);
   return sys.gateway.read(oid, offset, length);
 }
 
-export async function objWrite(sys: System, oid: bigint, offset: number, data: Buffer): Promise<void> {
+export async function objWrite(sys: VdiContext, oid: bigint, offset: number, data: Buffer): Promise<void> {
   const vid = oidToVid(oid);
   switch (kindOf(oid)) {
     case 'inode':
@@ -71,7 +71,7 @@ export async function objWrite(sys: System, oid: bigint, offset: number, data: B
   }
 }
 
-export async function objCreate(sys: System, oid: bigint, offset: number, data: Buffer, cowOid?: bigint): Promise<void> {
+export async function objCreate(sys: VdiContext, oid: bigint, offset: number, data: Buffer, cowOid?: bigint): Promise<void> {
   switch (kindOf(oid)) {
     case 'inode':
       throw new SdError(Res.INVALID_PARMS, 'inode objects are created by NEW_VDI');
@@ -93,7 +93,7 @@ export async function objCreate(sys: System, oid: bigint, offset: number, data: 
 }
 
 /** The same rules as a transport for OpenVdi: in-process VDI I/O for the NBD export. */
-export function localTransport(sys: System): ObjectTransport {
+export function localTransport(sys: VdiContext): ObjectTransport {
   return {
     readObj: (oid, offset, length) => { checkRange(sys, oid, offset, length); return objRead(sys, oid, offset, length); },
     writeObj: (oid, offset, data) => { checkRange(sys, oid, offset, data.length); return objWrite(sys, oid, offset, data); },

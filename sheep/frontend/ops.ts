@@ -1,32 +1,64 @@
-// The op table: every opcode sheep answers, with its kind and handler (like Sheepdog's sheep/ops.c).
+// The op table: every opcode sheep answers, with its kind, role and handler (like Sheepdog's sheep/ops.c).
+// Kind (what it does):
 //   gateway: object I/O from clients, routed to the object's replicas
 //   peer:    object I/O on this node's own store (sheep-to-sheep)
 //   cluster: a decision ordered through the cluster driver and applied on every node
 //   local:   answered from this node's state
+// Role (who may send it, once the sheep has a cluster key; without one every connection may send all):
+//   client: what QEMU's sheepdog driver sends; no authentication (QEMU cannot authenticate)
+//   admin:  what only collie needs; a connection authenticated as admin may send every opcode
+//   peer:   sheep-to-sheep; a connection authenticated as peer may send client and peer opcodes
 
 import { pack, unpack } from 'msgpackr';
 import {
   Op, Flag, Res, SdError, decodeObjReq, decodeVdiReq, decodeNameTag, type HeaderPrefix, type ObjReq,
-} from '../lib/proto.js';
-import { oidKind, oidToVid, dataOidToIdx, NR_VDIS } from '../lib/oid.js';
-import { SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT } from '../lib/inode.js';
-import { vdiAttr, type AttrRequest } from './vdi-attr.js';
-import { checkRange, objRead, objWrite, objCreate, MAX_DATA_LENGTH } from './object-io.js';
-import { SD_INODE_SIZE } from '../lib/inode.js';
+} from '../../lib/proto.js';
+import { oidKind, oidToVid, dataOidToIdx, NR_VDIS } from '../../lib/oid.js';
+import { SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT } from '../../lib/inode.js';
+import { vdiAttr } from '../vdi/vdi-attr.js';
+import type { AttrRequest, MakeFsArgs, NodeListReply, StatSheepReply, StatClusterReply, Throttle, ForceReleaseArgs } from '../../lib/admin.js';
+import { checkRange, objRead, objWrite, objCreate, MAX_DATA_LENGTH } from '../vdi/object-io.js';
+import { SD_INODE_SIZE } from '../../lib/inode.js';
+import { authProof, decodeAuthStep, newNonce, proofMatches, type Role } from '../../lib/auth.js';
 
 /** Nothing a sheep stores is larger than a 2^31-byte object. */
 const MAX_OBJECT_SIZE = Math.max(2 ** 31, SD_INODE_SIZE);
-import type { System } from './system.js';
-import type { VdiEntry } from './vdi.js';
-import { localList, packObjList, parseThrottle, type Throttle } from './recovery.js';
+import type { System } from '../cluster/system.js';
+import type { VdiEntry } from '../vdi/vdi-table.js';
+import { localList, packObjList, parseThrottle, } from '../replication/recovery.js';
 
 export type OpKind = 'gateway' | 'peer' | 'cluster' | 'local';
+
+/** One connection to port 7000 (or the Unix socket) as the op handlers see it. */
+export interface Conn {
+  /** "address:port", or "unix" */
+  readonly peer: string;
+  /** what it may send: client until it authenticates (admin when the sheep has no key) */
+  role: Role;
+  /** AUTH step 1 answered: what step 2 must prove */
+  challenge: { role: Role; cnonce: Buffer; snonce: Buffer } | null;
+}
+
+/** The daemon's access rules, the same for every connection. */
+export interface Access {
+  /** the cluster key; null: no authentication, every connection may send every opcode */
+  key: Buffer | null;
+  /** VDIs (by name) that unauthenticated clients may only read, on every front end */
+  readonlyVdis: ReadonlySet<string>;
+}
 
 export interface OpRequest {
   prefix: HeaderPrefix;
   hdr: Buffer;
   /** the payload; present only when the request carried CMD_WRITE */
   data: Buffer;
+  conn: Conn;
+  access: Access;
+}
+
+/** Whether a connection of role `conn` may send an opcode of role `op`. */
+export function mayUse(conn: Role, op: Role): boolean {
+  return op === 'client' || conn === 'admin' || conn === op;
 }
 
 export interface OpReply {
@@ -39,6 +71,7 @@ export interface OpReply {
 export interface OpDef {
   name: string;
   kind: OpKind;
+  role: Role;
   /** answered WAIT_FOR_FORMAT before the cluster is formatted */
   needsFormat: boolean;
   handler: (sys: System, req: OpRequest) => Promise<OpReply>;
@@ -66,18 +99,21 @@ async function readObj(sys: System, req: OpRequest): Promise<OpReply> {
 
 async function writeObj(sys: System, req: OpRequest): Promise<OpReply> {
   const r = checkedObjReq(sys, req, true);
+  guardReadonly(sys, req, oidToVid(r.oid));
   await objWrite(sys, r.oid, r.off, req.data);
   return {};
 }
 
 async function createAndWriteObj(sys: System, req: OpRequest): Promise<OpReply> {
   const r = checkedObjReq(sys, req, true);
+  guardReadonly(sys, req, oidToVid(r.oid));
   await objCreate(sys, r.oid, r.off, req.data, r.flags & Flag.CMD_COW && r.cowOid !== 0n ? r.cowOid : undefined);
   return {};
 }
 
 async function removeObj(sys: System, req: OpRequest): Promise<OpReply> {
   const r = checkedObjReq(sys, req, false);
+  guardReadonly(sys, req, oidToVid(r.oid));
   const kind = oidKind(r.oid);
   if (kind === 'data' || kind === 'inode') {
     throw new SdError(Res.INVALID_PARMS, 'data and inode objects are freed by DEL_VDI and DISCARD_OBJ');
@@ -89,6 +125,7 @@ async function removeObj(sys: System, req: OpRequest): Promise<OpReply> {
 async function discardObj(sys: System, req: OpRequest): Promise<OpReply> {
   const r = checkedObjReq(sys, req, false);
   if (oidKind(r.oid) !== 'data') throw new SdError(Res.INVALID_PARMS, 'DISCARD_OBJ takes a data object id');
+  guardReadonly(sys, req, oidToVid(r.oid));
   await sys.vdis.discard(oidToVid(r.oid), dataOidToIdx(r.oid));
   return {};
 }
@@ -203,6 +240,7 @@ async function getVdiInfo(sys: System, req: OpRequest): Promise<OpReply> {
 async function delVdi(sys: System, req: OpRequest): Promise<OpReply> {
   const r = decodeVdiReq(req.hdr);
   const { name, tag } = nameTag(req);
+  if (req.conn.role === 'client' && req.access.readonlyVdis.has(name)) throw new SdError(Res.READONLY, `VDI ${name} is read-only for unauthenticated clients`);
   const vid = await sys.delVdi(name, tag, r.snapid);
   return { vdi: { vdiId: vid, copies: 0, blockSizeShift: 0 } };
 }
@@ -232,12 +270,6 @@ function reply(v: unknown): OpReply {
   return { data: pack(v) };
 }
 
-export interface MakeFsArgs {
-  copies: number;
-  copyPolicy?: number;
-  blockSizeShift?: number;
-  lock?: boolean;
-}
 
 async function makeFs(sys: System, req: OpRequest): Promise<OpReply> {
   const a = args<MakeFsArgs>(req);
@@ -257,22 +289,12 @@ async function shutdown(sys: System): Promise<OpReply> {
   return {};
 }
 
-export interface NodeListReply {
-  nodes: Array<{ nid: string; host: string; port: number; zone: number; vnodes: number }>;
-  me: string;
-}
 
 async function getNodeList(sys: System): Promise<OpReply> {
   const r: NodeListReply = { nodes: sys.members, me: sys.me.nid };
   return reply(r);
 }
 
-export interface StatSheepReply {
-  size: number;
-  used: number;
-  avail: number;
-  vdiSizeTotal: number;
-}
 
 async function statSheep(sys: System): Promise<OpReply> {
   const d = await sys.diskStats();
@@ -282,21 +304,6 @@ async function statSheep(sys: System): Promise<OpReply> {
   return reply(r);
 }
 
-export interface StatClusterReply {
-  status: string;
-  statusText: string;
-  autoRecovery: boolean;
-  ctime: number;
-  epoch: number;
-  copies: number;
-  copyPolicy: number;
-  blockSizeShift: number;
-  lock: boolean;
-  nodes: number;
-  /** distinct zones among the nodes: replicas go to distinct zones */
-  zones: number;
-  history: Array<{ epoch: number; time: number; nodes: Array<{ host: string; port: number; vnodes: number }> }>;
-}
 
 async function statCluster(sys: System): Promise<OpReply> {
   const c = sys.config;
@@ -327,7 +334,7 @@ async function lockList(sys: System): Promise<OpReply> {
 }
 
 async function lockForceRelease(sys: System, req: OpRequest): Promise<OpReply> {
-  const a = args<{ vid: number }>(req);
+  const a = args<ForceReleaseArgs>(req);
   const done = await sys.decide<boolean>({ kind: 'forceRelease', vid: Number(a.vid) });
   if (!done) throw new SdError(Res.VDI_NOT_LOCKED);
   return {};
@@ -357,45 +364,75 @@ async function getRecoveryThrottle(sys: System): Promise<OpReply> {
   return reply(sys.recovery.throttle);
 }
 
+// ------------------------------------------------------------------ authentication (lib/auth.ts)
+
+async function auth(sys: System, req: OpRequest): Promise<OpReply> {
+  const key = req.access.key;
+  if (!key) throw new SdError(Res.ACCESS_DENIED, 'this sheep has no cluster key');
+  const a = decodeAuthStep(req.data);
+  const c = req.conn;
+  if (a.step === 1) {
+    const snonce = newNonce();
+    c.challenge = { role: a.role, cnonce: Buffer.from(a.bytes), snonce };
+    return { data: Buffer.concat([snonce, authProof(key, 'server', a.role, c.challenge.cnonce, snonce)]) };
+  }
+  const ch = c.challenge;
+  c.challenge = null;
+  if (!ch || ch.role !== a.role || !proofMatches(authProof(key, 'client', ch.role, ch.cnonce, ch.snonce), a.bytes)) {
+    sys.log.warn({ peer: c.peer, role: a.role }, 'authentication failed: wrong cluster key');
+    throw new SdError(Res.ACCESS_DENIED, 'authentication failed');
+  }
+  c.role = ch.role;
+  sys.log.debug({ peer: c.peer, role: ch.role }, 'connection authenticated');
+  return {};
+}
+
+/** A VDI served read-only (--readonly-vdi, --nbd-readonly) refuses writes from unauthenticated clients. */
+function guardReadonly(sys: System, req: OpRequest, vid: number): void {
+  if (req.conn.role !== 'client' || !req.access.readonlyVdis.size) return;
+  const e = sys.vdis.get(vid);
+  if (e && req.access.readonlyVdis.has(e.name)) throw new SdError(Res.READONLY, `VDI ${e.name} is read-only for unauthenticated clients`);
+}
+
 // ------------------------------------------------------------------ the table
 
-const g = (name: string, handler: OpDef['handler']): OpDef => ({ name, kind: 'gateway', needsFormat: true, handler });
-const p = (name: string, handler: OpDef['handler']): OpDef => ({ name, kind: 'peer', needsFormat: true, handler });
-const c = (name: string, handler: OpDef['handler'], needsFormat = true): OpDef => ({ name, kind: 'cluster', needsFormat, handler });
-const l = (name: string, handler: OpDef['handler'], needsFormat = true): OpDef => ({ name, kind: 'local', needsFormat, handler });
+type Handler = OpDef['handler'];
+const op = (name: string, kind: OpKind, role: Role, handler: Handler, needsFormat = true): OpDef => ({ name, kind, role, needsFormat, handler });
 
 export const OPS: ReadonlyMap<number, OpDef> = new Map<number, OpDef>([
-  [Op.CREATE_AND_WRITE_OBJ, g('CREATE_AND_WRITE_OBJ', createAndWriteObj)],
-  [Op.READ_OBJ, g('READ_OBJ', readObj)],
-  [Op.WRITE_OBJ, g('WRITE_OBJ', writeObj)],
-  [Op.REMOVE_OBJ, g('REMOVE_OBJ', removeObj)],
-  [Op.DISCARD_OBJ, g('DISCARD_OBJ', discardObj)],
-  [Op.FLUSH_VDI, g('FLUSH_VDI', flushVdi)],
-  [Op.READ_PEER, p('READ_PEER', readPeer)],
-  [Op.WRITE_PEER, p('WRITE_PEER', writePeer)],
-  [Op.CREATE_AND_WRITE_PEER, p('CREATE_AND_WRITE_PEER', createPeer)],
-  [Op.REMOVE_PEER, p('REMOVE_PEER', removePeer)],
-  [Op.FLUSH_PEER, p('FLUSH_PEER', flushPeer)],
-  [Op.GET_OBJ_LIST, p('GET_OBJ_LIST', getObjList)],
-  [Op.STAT_RECOVERY, l('STAT_RECOVERY', statRecovery, false)],
-  [Op.SET_RECOVERY_THROTTLE, l('SET_RECOVERY_THROTTLE', setRecoveryThrottle, false)],
-  [Op.GET_RECOVERY_THROTTLE, l('GET_RECOVERY_THROTTLE', getRecoveryThrottle, false)],
-  [Op.FORCE_RECOVER, c('FORCE_RECOVER', forceRecover, false)],
-  [Op.ENABLE_RECOVER, c('ENABLE_RECOVER', enableRecover, false)],
-  [Op.DISABLE_RECOVER, c('DISABLE_RECOVER', disableRecover, false)],
-  [Op.NEW_VDI, c('NEW_VDI', newVdi)],
-  [Op.LOCK_VDI, c('LOCK_VDI', lockVdi)],
-  [Op.RELEASE_VDI, c('RELEASE_VDI', releaseVdi)],
-  [Op.DEL_VDI, c('DEL_VDI', delVdi)],
-  [Op.GET_VDI_INFO, l('GET_VDI_INFO', getVdiInfo)],
-  [Op.READ_VDIS, l('READ_VDIS', readVdis)],
-  [Op.GET_CLUSTER_DEFAULT, l('GET_CLUSTER_DEFAULT', getClusterDefault)],
-  [Op.MAKE_FS, c('MAKE_FS', makeFs, false)],
-  [Op.SHUTDOWN, c('SHUTDOWN', shutdown, false)],
-  [Op.GET_VDI_ATTR, c('GET_VDI_ATTR', getVdiAttr)],
-  [Op.LOCK_FORCE_RELEASE, c('LOCK_FORCE_RELEASE', lockForceRelease)],
-  [Op.GET_NODE_LIST, l('GET_NODE_LIST', getNodeList, false)],
-  [Op.STAT_SHEEP, l('STAT_SHEEP', statSheep, false)],
-  [Op.STAT_CLUSTER, l('STAT_CLUSTER', statCluster, false)],
-  [Op.LOCK_LIST, l('LOCK_LIST', lockList)],
+  //                                   name                     kind       role      handler             needs format
+  [Op.CREATE_AND_WRITE_OBJ,   op('CREATE_AND_WRITE_OBJ',  'gateway', 'client', createAndWriteObj)],
+  [Op.READ_OBJ,               op('READ_OBJ',              'gateway', 'client', readObj)],
+  [Op.WRITE_OBJ,              op('WRITE_OBJ',             'gateway', 'client', writeObj)],
+  [Op.REMOVE_OBJ,             op('REMOVE_OBJ',            'gateway', 'client', removeObj)],
+  [Op.DISCARD_OBJ,            op('DISCARD_OBJ',           'gateway', 'client', discardObj)],
+  [Op.FLUSH_VDI,              op('FLUSH_VDI',             'gateway', 'client', flushVdi)],
+  [Op.NEW_VDI,                op('NEW_VDI',               'cluster', 'client', newVdi)],
+  [Op.LOCK_VDI,               op('LOCK_VDI',              'cluster', 'client', lockVdi)],
+  [Op.RELEASE_VDI,            op('RELEASE_VDI',           'cluster', 'client', releaseVdi)],
+  [Op.DEL_VDI,                op('DEL_VDI',               'cluster', 'client', delVdi)],
+  [Op.GET_VDI_INFO,           op('GET_VDI_INFO',          'local',   'client', getVdiInfo)],
+  [Op.READ_VDIS,              op('READ_VDIS',             'local',   'client', readVdis)],
+  [Op.GET_CLUSTER_DEFAULT,    op('GET_CLUSTER_DEFAULT',   'local',   'client', getClusterDefault)],
+  [Op.AUTH,                   op('AUTH',                  'local',   'client', auth, false)],
+  [Op.READ_PEER,              op('READ_PEER',             'peer',    'peer',   readPeer)],
+  [Op.WRITE_PEER,             op('WRITE_PEER',            'peer',    'peer',   writePeer)],
+  [Op.CREATE_AND_WRITE_PEER,  op('CREATE_AND_WRITE_PEER', 'peer',    'peer',   createPeer)],
+  [Op.REMOVE_PEER,            op('REMOVE_PEER',           'peer',    'peer',   removePeer)],
+  [Op.FLUSH_PEER,             op('FLUSH_PEER',            'peer',    'peer',   flushPeer)],
+  [Op.GET_OBJ_LIST,           op('GET_OBJ_LIST',          'peer',    'peer',   getObjList)],
+  [Op.MAKE_FS,                op('MAKE_FS',               'cluster', 'admin',  makeFs, false)],
+  [Op.SHUTDOWN,               op('SHUTDOWN',              'cluster', 'admin',  shutdown, false)],
+  [Op.FORCE_RECOVER,          op('FORCE_RECOVER',         'cluster', 'admin',  forceRecover, false)],
+  [Op.ENABLE_RECOVER,         op('ENABLE_RECOVER',        'cluster', 'admin',  enableRecover, false)],
+  [Op.DISABLE_RECOVER,        op('DISABLE_RECOVER',       'cluster', 'admin',  disableRecover, false)],
+  [Op.GET_VDI_ATTR,           op('GET_VDI_ATTR',          'cluster', 'admin',  getVdiAttr)],
+  [Op.LOCK_FORCE_RELEASE,     op('LOCK_FORCE_RELEASE',    'cluster', 'admin',  lockForceRelease)],
+  [Op.STAT_RECOVERY,          op('STAT_RECOVERY',         'local',   'admin',  statRecovery, false)],
+  [Op.SET_RECOVERY_THROTTLE,  op('SET_RECOVERY_THROTTLE', 'local',   'admin',  setRecoveryThrottle, false)],
+  [Op.GET_RECOVERY_THROTTLE,  op('GET_RECOVERY_THROTTLE', 'local',   'admin',  getRecoveryThrottle, false)],
+  [Op.GET_NODE_LIST,          op('GET_NODE_LIST',         'local',   'admin',  getNodeList, false)],
+  [Op.STAT_SHEEP,             op('STAT_SHEEP',            'local',   'admin',  statSheep, false)],
+  [Op.STAT_CLUSTER,           op('STAT_CLUSTER',          'local',   'admin',  statCluster, false)],
+  [Op.LOCK_LIST,              op('LOCK_LIST',             'local',   'admin',  lockList)],
 ]);

@@ -1,10 +1,11 @@
 // VDI attributes (GET_VDI_ATTR): key/value pairs kept in attribute objects (1<<61 | vid<<32 | attr_id),
 // laid out like Sheepdog's struct sheepdog_vdi_attr, found by linear probing from FNV-1a(key).
 
-import { Res, SdError, readCString, writeCString } from '../lib/proto.js';
-import { vidToAttrOid } from '../lib/oid.js';
-import { fnv1a64 } from '../lib/fnv.js';
-import type { System } from './system.js';
+import { Res, SdError, readCString, writeCString } from '../../lib/proto.js';
+import { vidToAttrOid } from '../../lib/oid.js';
+import { fnv1a64 } from '../../lib/fnv.js';
+import type { AttrRequest, AttrReply } from '../../lib/admin.js';
+import type { VdiContext } from './context.js';
 
 const A_NAME = 0, A_TAG = 256, A_CTIME = 512, A_SNAPID = 520, A_VALUE_LEN = 524, A_KEY = 528, A_VALUE = 784;
 export const SD_MAX_VDI_ATTR_KEY_LEN = 256;
@@ -12,24 +13,10 @@ export const SD_MAX_VDI_ATTR_VALUE_LEN = 65536;
 export const SD_ATTR_OBJ_SIZE = A_VALUE + SD_MAX_VDI_ATTR_VALUE_LEN; // 66,320
 const MAX_PROBE = 4096;
 
-export type AttrMode = 'get' | 'set' | 'exclusive' | 'delete';
 
-export interface AttrRequest {
-  name: string;
-  tag?: string;
-  snapid?: number;
-  key: string;
-  value?: Uint8Array;
-  mode: AttrMode;
-}
 
-export interface AttrReply {
-  vid: number;
-  attrId: number;
-  value?: Uint8Array;
-}
 
-export async function vdiAttr(sys: System, a: AttrRequest): Promise<AttrReply> {
+export async function vdiAttr(sys: VdiContext, a: AttrRequest): Promise<AttrReply> {
   if (typeof a.key !== 'string' || !a.key || Buffer.byteLength(a.key) >= SD_MAX_VDI_ATTR_KEY_LEN) {
     throw new SdError(Res.INVALID_PARMS, `attribute key must be 1..${SD_MAX_VDI_ATTR_KEY_LEN - 1} bytes`);
   }
@@ -80,7 +67,7 @@ export async function vdiAttr(sys: System, a: AttrRequest): Promise<AttrReply> {
   throw new SdError(Res.NO_SPACE, `no free attribute slot for '${a.key}'`);
 }
 
-async function writeAttr(sys: System, vid: number, attrId: number, a: AttrRequest, value: Buffer): Promise<void> {
+async function writeAttr(sys: VdiContext, vid: number, attrId: number, a: AttrRequest, value: Buffer): Promise<void> {
   const e = sys.vdis.get(vid)!;
   const b = Buffer.alloc(A_VALUE + value.length);
   writeCString(b, A_NAME, 256, e.name);

@@ -3,6 +3,23 @@
 
 import net from 'node:net';
 import fs from 'node:fs/promises';
+import type { AddressFilter, ConnectionBudget, RefusalLog } from './admission.js';
+
+/** Who may connect to a server, and how many connections all servers together may hold. */
+export interface Admission {
+  /** shared by every front end */
+  conns: ConnectionBudget;
+  refusals: RefusalLog;
+  /** checked at accept; null: every address */
+  filter: AddressFilter | null;
+  /** connections of this server may use the reserve kept for authenticating tools and peers */
+  useReserve: boolean;
+  /** a socket file mode for Unix sockets (0660 by default) */
+  socketMode?: number;
+}
+
+/** How a connection got in: 'reserve' connections must authenticate soon or are closed. */
+export type Admitted = 'ok' | 'reserve';
 
 function listen(handler: (s: net.Socket) => void, where: net.ListenOptions): Promise<net.Server> {
   const srv = net.createServer(handler);
@@ -26,14 +43,33 @@ export abstract class SocketServer {
   private readonly servers: net.Server[] = [];
   private readonly sockets = new Set<net.Socket>();
 
+  constructor(protected readonly admission: Admission) {}
+
   /** Handles one accepted connection (already tracked, Nagle off). */
-  protected abstract accept(sock: net.Socket): void;
+  protected abstract accept(sock: net.Socket, admitted: Admitted): void;
 
   private take(sock: net.Socket): void {
+    const a = this.admission;
+    const addr = sock.remoteAddress?.replace(/^::ffff:/, '');
+    const peer = addr ? `${addr}:${sock.remotePort}` : 'unix';
+    sock.on('error', () => undefined); // a reset before the handler's own listener must not crash us
+    const why = a.filter?.refuses(sock.remoteAddress) ?? null;
+    if (why) {
+      a.refusals.refuse(peer, why);
+      sock.destroy();
+      return;
+    }
+    const got = a.conns.take();
+    if (got === 'full' || (got === 'reserve' && !a.useReserve)) {
+      if (got !== 'full') a.conns.release();
+      a.refusals.refuse(peer, `too many connections (${a.conns.count} open, limit ${a.conns.max}, ${a.conns.reserve} kept for collie and peers)`);
+      sock.destroy();
+      return;
+    }
     this.sockets.add(sock);
     sock.setNoDelay?.(true);
-    sock.on('close', () => this.sockets.delete(sock));
-    this.accept(sock);
+    sock.on('close', () => { this.sockets.delete(sock); a.conns.release(); });
+    this.accept(sock, got);
   }
 
   protected async bindTcp(host: string | undefined, port: number): Promise<net.AddressInfo> {
@@ -44,6 +80,7 @@ export abstract class SocketServer {
 
   protected async bindUnix(path: string): Promise<void> {
     this.servers.push(await listenUnix((s) => this.take(s), path));
+    await fs.chmod(path, this.admission.socketMode ?? 0o660);
   }
 
   async close(): Promise<void> {

@@ -5,12 +5,13 @@
 // written (it was placed there by a membership change and not recovered yet) gets a full copy
 // first, so clients never wait for background recovery.
 
-import { SheepClient } from '../lib/client.js';
-import { Op, Flag, Res, SdError, encodeObjReq } from '../lib/proto.js';
-import { Ring } from '../lib/ring.js';
-import type { ObjectStore } from './store.js';
-import type { NodeInfo } from './cluster/driver.js';
-import type { Logger } from './log.js';
+import type { SheepClient } from '../../lib/client.js';
+import { connectPeer } from './peer-connect.js';
+import { Op, Flag, Res, SdError, encodeObjReq } from '../../lib/proto.js';
+import { Ring } from '../../lib/ring.js';
+import type { ObjectStore } from '../store/store.js';
+import type { NodeInfo } from '../../lib/node.js';
+import type { Logger } from '../util/log.js';
 
 /** Object I/O as the VDI layer sees it: wherever the replicas are. */
 export interface ObjectIo {
@@ -33,6 +34,8 @@ export interface GatewayContext {
   membershipChange(ms: number): Promise<void>;
   /** throws WAIT_FOR_JOIN or HALT while the cluster may not do object I/O */
   ioAllowed(): void;
+  /** the cluster key peer connections prove (null: none) */
+  readonly clusterKey: Buffer | null;
 }
 
 /** Errors after which the same request may succeed on the next epoch. */
@@ -45,10 +48,10 @@ const RETRY_FOR_MS = 60_000;
 class PeerLink {
   private small: Promise<SheepClient> | null = null;
   private big: Promise<SheepClient> | null = null;
-  constructor(readonly node: NodeInfo) {}
+  constructor(readonly node: NodeInfo, private readonly key: Buffer | null) {}
 
   private conn(big: boolean): Promise<SheepClient> {
-    const make = () => SheepClient.connect({ host: this.node.host, port: this.node.port }, 5000);
+    const make = () => connectPeer(this.node, this.key, 5000);
     if (big) return (this.big ??= make());
     return (this.small ??= make());
   }
@@ -120,7 +123,7 @@ export class Gateway implements ObjectIo {
 
   private peer(n: NodeInfo): PeerLink {
     let p = this.peers.get(n.nid);
-    if (!p) this.peers.set(n.nid, (p = new PeerLink(n)));
+    if (!p) this.peers.set(n.nid, (p = new PeerLink(n, this.ctx.clusterKey)));
     return p;
   }
 

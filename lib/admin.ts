@@ -1,0 +1,98 @@
+// The msgpack payloads of the admin and internal opcodes (collie <-> sheep, sheep <-> sheep):
+// one definition that the daemon's handlers and the CLI share.
+
+import type { NodeInfo } from './node.js';
+
+/** MAKE_FS */
+export interface MakeFsArgs {
+  copies: number;
+  copyPolicy?: number;
+  blockSizeShift?: number;
+  lock?: boolean;
+}
+
+/** GET_NODE_LIST */
+export interface NodeListReply {
+  nodes: NodeInfo[];
+  /** the nid of the node that answered */
+  me: string;
+}
+
+/** STAT_SHEEP */
+export interface StatSheepReply {
+  size: number;
+  used: number;
+  avail: number;
+  vdiSizeTotal: number;
+}
+
+/** STAT_CLUSTER */
+export interface StatClusterReply {
+  status: string;
+  statusText: string;
+  autoRecovery: boolean;
+  ctime: number;
+  epoch: number;
+  copies: number;
+  copyPolicy: number;
+  blockSizeShift: number;
+  lock: boolean;
+  nodes: number;
+  /** distinct zones among the nodes: replicas go to distinct zones */
+  zones: number;
+  history: Array<{ epoch: number; time: number; nodes: Array<{ host: string; port: number; vnodes: number }> }>;
+}
+
+/** STAT_RECOVERY */
+export interface RecoveryStatus {
+  /** waiting: a membership change needs recovery but automatic recovery is disabled */
+  state: 'idle' | 'running' | 'waiting';
+  epoch: number;
+  done: number;
+  total: number;
+  /** objects copied to this node in this run (the throttle counts these) */
+  copied: number;
+}
+
+/** SET/GET_RECOVERY_THROTTLE: at most `max` objects copied per `interval` ms (0, 0: no limit), as Sheepdog's `-R max=,interval=`. */
+export interface Throttle {
+  max: number;
+  interval: number;
+}
+
+/** GET_OBJ_LIST: [oid as 16 hex digits, epoch of its last write] */
+export type ObjList = Array<[string, number]>;
+
+/** GET_VDI_ATTR */
+export type AttrMode = 'get' | 'set' | 'exclusive' | 'delete';
+
+export interface AttrRequest {
+  name: string;
+  tag?: string;
+  snapid?: number;
+  key: string;
+  value?: Uint8Array;
+  mode: AttrMode;
+}
+
+export interface AttrReply {
+  vid: number;
+  attrId: number;
+  value?: Uint8Array;
+}
+
+/** LOCK_LIST */
+export interface LockInfo {
+  vid: number;
+  name: string;
+  tag: string;
+  snapId: number;
+  exclusive: boolean;
+  holders: number;
+  owners: string[];
+}
+
+/** LOCK_FORCE_RELEASE */
+export interface ForceReleaseArgs {
+  vid: number;
+}

@@ -1,0 +1,443 @@
+// The membership protocol of one sheep: joining (state transfer from the oldest member, or a
+// refusal), nodes leaving, sides of a split announcing themselves and merging, the resume after a
+// full restart (WAIT_FOR_JOIN), the majority rule on a split (HALT), and the epoch every
+// membership change adds. Every group event is handled here, one after another, in delivery order;
+// decisions are handed to their applier in that same order.
+
+import type { NodeInfo } from '../../lib/node.js';
+import { writeConfig } from '../store/config.js';
+import type { EpochRecord } from './epoch-log.js';
+import type { GroupDriver } from './driver.js';
+import type { GroupCodec } from './group-codec.js';
+import type { GroupMsg, Member, ClusterSnapshot } from './messages.js';
+import { saveVdiState, type ClusterState } from './state.js';
+
+export class Membership {
+  /** every group event is handled here, one after another, in delivery order */
+  private chain: Promise<void> = Promise.resolve();
+  /** this node's id in the group (driver level) */
+  private memberId = '';
+  /** accepted sheep, oldest first; nodes[0] answers join requests */
+  private nodes: Member[] = [];
+  private accepted = false;
+  /** asking to be taken back after a network split (never founds a cluster meanwhile) */
+  private rejoining = false;
+  /** the member whose side we asked to rejoin */
+  private rejoinTarget: string | null = null;
+  /** the group's members in the driver's order (the same on every member) */
+  private groupMembers: string[] = [];
+  /** members whose join request was delivered and not yet answered */
+  private readonly joiners = new Set<string>();
+  /** this node sent the resume that ends WAIT_FOR_JOIN (start() waits for it to arrive) */
+  private resumeSent = false;
+  /** group members older than this node: while any is alive, it does not found a cluster itself */
+  private readonly older = new Set<string>();
+  private joinDelivered = false;
+  private sawOwnJoin = false;
+  /** events delivered after our join request and before the welcome: replayed on the snapshot */
+  private pending: Array<() => Promise<void>> = [];
+  private joined!: Promise<void>;
+  private joinedResolve!: () => void;
+  private joinedReject!: (e: Error) => void;
+  /** group members refused for a wrong cluster key (answered once) */
+  private readonly refusedForeign = new Set<string>();
+  /** waiters for the next membership change (the gateway retries after one) */
+  private epochWaiters: Array<() => void> = [];
+
+  constructor(
+    private readonly s: ClusterState,
+    private readonly group: GroupDriver,
+    private readonly codec: GroupCodec,
+    /** applies a delivered decision (every member, in delivery order) */
+    private readonly applyDecision: (from: string, msg: Extract<GroupMsg, { t: 'op' }>) => Promise<void>,
+  ) {}
+
+  /** this node's id in the group (driver level) */
+  get member(): string {
+    return this.memberId;
+  }
+
+  /** Joins the group and resolves once this node is part of the cluster. */
+  async join(): Promise<void> {
+    this.joined = new Promise((res, rej) => { this.joinedResolve = res; this.joinedReject = rej; });
+    this.memberId = await this.group.init(`${this.s.me.nid}#${process.pid}`);
+    await this.group.start({
+      confchg: (members, joined, left) => this.enqueue(() => this.onConfchg(members, joined, left)),
+      deliver: (from, msg) => this.enqueue(() => this.onDeliver(from, msg)),
+    });
+    await this.joined;
+    // a restart that finds every node of its last epoch (a single sheep, say) resumes at once
+    for (const deadline = Date.now() + 3000; this.s.status === 'wait_join' && this.resumeSent && Date.now() < deadline;) {
+      await this.membershipChange(200);
+    }
+  }
+
+  private enqueue(fn: () => Promise<void>): void {
+    this.chain = this.chain.then(fn).catch((e) => this.s.log.error({ err: e }, 'applying a cluster event failed'));
+  }
+
+  /** The sheep of the cluster, oldest first. */
+  get members(): NodeInfo[] {
+    return this.nodes.map((n) => n.info);
+  }
+
+  /** Resolves at the next membership change, or after `ms`. */
+  membershipChange(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => { this.epochWaiters = this.epochWaiters.filter((w) => w !== done); resolve(); }, ms);
+      const done = () => { clearTimeout(t); resolve(); };
+      this.epochWaiters.push(done);
+    });
+  }
+
+  private async onConfchg(members: string[], joined: string[], left: string[]): Promise<void> {
+    this.groupMembers = members;
+    if (joined.includes(this.member) && !this.sawOwnJoin) {
+      // our own join: who was here first decides who may found the cluster
+      this.sawOwnJoin = true;
+      const mine = members.indexOf(this.member);
+      for (const m of members) if (!joined.includes(m) || members.indexOf(m) < mine) if (m !== this.member) this.older.add(m);
+      await this.sendJoin();
+      return;
+    }
+    for (const m of left) this.refusedForeign.delete(m);
+    for (const m of left) this.older.delete(m);
+    for (const m of left) this.joiners.delete(m);
+    if (!this.accepted) {
+      if (this.rejoining && this.rejoinTarget && left.includes(this.rejoinTarget)) {
+        // the side we asked to take us back went away before answering: stay what we were
+        await this.abandonRejoin();
+        return this.onConfchg(members, joined, left);
+      }
+      if (this.joinDelivered) {
+        // the node that was to answer may be gone: ask again (a duplicate request is ignored)
+        if (left.length) await this.sendJoin();
+        this.pending.push(() => this.onConfchg(members, [], left));
+      }
+      return;
+    }
+    let changed = false;
+    for (const m of left) {
+      const i = this.nodes.findIndex((n) => n.member === m);
+      if (i < 0) continue;
+      const gone = this.nodes[i].info;
+      this.nodes.splice(i, 1);
+      this.s.vdis.dropLocksOf(gone.nid);
+      this.s.log.warn({ node: gone.nid }, 'node left the cluster');
+      changed = true;
+    }
+    if (changed) await this.membershipChanged();
+    const foreign = joined.filter((m) => m !== this.member && !this.nodes.some((n) => n.member === m));
+    const announce = this.s.status === 'running' || this.s.status === 'halt' || this.s.status === 'wait_format';
+    if (foreign.length && announce && this.nodes[0]?.member === this.member) {
+      // new group members may be another side of a healed split (or of groups that formed apart and
+      // merged): say what runs here, so that a halted or unformatted side joins another
+      await this.group.mcast(this.codec.encode({ t: 'present', ctime: this.s.config?.ctime ?? 0, epoch: this.s.epoch, status: this.s.status } satisfies GroupMsg));
+    }
+  }
+
+  private async sendJoin(): Promise<void> {
+    const msg: GroupMsg = { t: 'join', node: this.s.me, ctime: this.s.config?.ctime ?? 0, epoch: this.s.config ? this.s.epoch : 0 };
+    await this.group.mcast(this.codec.encode(msg)).catch((e) => this.joinedReject(new Error(`cluster driver: ${(e as Error).message}`)));
+  }
+
+  /** Leaves this halted side and asks the side of `target` for a welcome. */
+  private async rejoin(target: string): Promise<void> {
+    this.s.log.warn({ epoch: this.s.epoch }, 'the network healed: rejoining the other side of the cluster');
+    this.accepted = false;
+    this.rejoining = true;
+    this.rejoinTarget = target;
+    this.joinDelivered = false;
+    this.pending = [];
+    await this.sendJoin();
+  }
+
+  /** Nobody took us back: this node is again a member of its halted side, with what happened meanwhile. */
+  private async abandonRejoin(): Promise<void> {
+    this.s.log.warn('the side this node asked to rejoin went away: staying halted');
+    await this.acceptAndReplay();
+  }
+
+  /** This node is a member again: apply, in order, the events that arrived while it was not. */
+  private async acceptAndReplay(): Promise<void> {
+    this.accepted = true;
+    this.rejoining = false;
+    this.rejoinTarget = null;
+    const replay = this.pending;
+    this.pending = [];
+    for (const ev of replay) await ev();
+  }
+
+  /** Whether a halted node should leave its side for the one that announced itself from `from`. */
+  private shouldJoinSide(from: string, msg: Extract<GroupMsg, { t: 'present' }>): boolean {
+    if (this.nodes.some((n) => n.member === from)) return false;
+    // of two sides alike, the younger one joins the older one (group order is the same everywhere)
+    const order = (m: string) => this.groupMembers.indexOf(m);
+    const older = order(from) >= 0 && order(from) < order(this.nodes[0].member);
+    if (this.s.status === 'wait_format') {
+      // sheep that started apart (the driver's groups merged later): nothing stored yet, just join
+      return msg.status === 'running' || (msg.status === 'wait_format' && older);
+    }
+    if (this.s.status !== 'halt' || msg.ctime !== this.s.config?.ctime) return false;
+    if (msg.status === 'running') return msg.epoch >= this.s.epoch;
+    if (msg.status !== 'halt') return false;
+    if (msg.epoch !== this.s.epoch) return msg.epoch > this.s.epoch;
+    return older;
+  }
+
+  /**
+   * A message this node cannot open (another cluster key, or none): a sheep that may not join. Our
+   * master refuses it once, in clear, before it can receive any cluster state.
+   */
+  private async onForeign(from: string, why: string): Promise<void> {
+    if (from === this.member || !this.accepted || this.nodes[0]?.member !== this.member) return;
+    if (this.nodes.some((n) => n.member === from) || this.refusedForeign.has(from)) return;
+    this.refusedForeign.add(from);
+    const reason = `wrong cluster key: ${why}`;
+    this.s.log.warn({ member: from, reason }, 'join refused');
+    await this.group.mcast(this.codec.encodeClear({ t: 'reject', to: from, reason }));
+  }
+
+  private async onDeliver(from: string, raw: Buffer): Promise<void> {
+    const d = this.codec.decode(raw);
+    if ('foreign' in d) return this.onForeign(from, d.foreign);
+    const msg = d.msg;
+    if (!this.accepted) {
+      // a node rejoining after a split never founds: the running side answers it
+      const mayFound = this.older.size === 0 && !this.rejoining;
+      if (msg.t === 'join' && from === this.member) {
+        this.joinDelivered = true;
+        if (mayFound) await this.found();
+        return;
+      }
+      if (msg.t === 'join' && mayFound && this.joinDelivered) {
+        await this.found(); // we are the oldest: found the cluster, then answer as its master
+      } else {
+        if (msg.t === 'welcome' && msg.to === this.member) return this.welcomed(msg);
+        if (msg.t === 'reject' && msg.to === this.member) {
+          this.s.log.error({ reason: msg.reason }, 'the cluster refused this node');
+          this.joinedReject(new Error(`the cluster refused this node: ${msg.reason}`));
+          return;
+        }
+        if (this.joinDelivered) this.pending.push(() => this.onDeliver(from, raw));
+        return;
+      }
+    }
+    switch (msg.t) {
+      case 'join':
+        this.joiners.add(from);
+        if (this.s.status === 'halt' && msg.ctime && msg.ctime === this.s.config?.ctime && msg.epoch > this.s.epoch) {
+          // a node with a newer history than this halted side (the majority restarting): wait for the
+          // nodes of its last epoch as after a full restart; its history leads
+          this.s.log.warn({ node: msg.node.nid, epoch: msg.epoch }, 'a node with a newer history joins: waiting for its epoch\'s nodes');
+          this.s.status = 'wait_join';
+          for (const n of this.nodes) n.storeEpoch = this.s.epoch;
+        }
+        return this.answerJoin(from, msg);
+      case 'welcome':
+        this.joiners.delete(msg.to);
+        // only our side's master speaks for us (another side may coexist in the group after a split)
+        if (from !== this.nodes[0]?.member) return;
+        if (msg.to !== this.member && !this.nodes.some((n) => n.member === msg.to)) {
+          this.nodes.push({ member: msg.to, info: msg.node, storeEpoch: msg.storeEpoch });
+          this.s.log.info({ node: msg.node.nid }, 'node joined the cluster');
+          await this.membershipChanged();
+        }
+        return;
+      case 'reject':
+        return;
+      case 'op':
+        return this.applyDecision(from, msg);
+      case 'resume':
+        return this.resumed(msg);
+      case 'present':
+        // the network healed: join the side that runs (or the older halted one) like any returning
+        // node; against a newer epoch our copies are set aside
+        if (this.shouldJoinSide(from, msg)) await this.rejoin(from);
+        return;
+    }
+  }
+
+  /** The first sheep of a cluster starts from its own store. */
+  private async found(): Promise<void> {
+    this.accepted = true;
+    this.nodes = [{ member: this.member, info: this.s.me, storeEpoch: this.s.config ? this.s.epoch : 0 }];
+    // a formatted cluster that restarts waits for the nodes of its last epoch
+    if (this.s.config) this.s.status = 'wait_join';
+    this.s.log.info({ formatted: !!this.s.config, epoch: this.s.epoch }, 'this node founds the cluster');
+    await this.membershipChanged();
+    this.joinedResolve();
+  }
+
+  private async snapshot(): Promise<ClusterSnapshot> {
+    return {
+      config: this.s.config,
+      status: this.s.status,
+      epoch: this.s.epoch,
+      history: this.s.config ? await this.s.epochLog.readAll() : [],
+      nodes: this.nodes,
+      vdis: this.s.vdis.exportState(),
+      autoRecovery: this.s.autoRecovery,
+    };
+  }
+
+  /** The oldest sheep answers join requests: state transfer, or a refusal with the reason. */
+  private async answerJoin(from: string, msg: Extract<GroupMsg, { t: 'join' }>): Promise<void> {
+    if (this.nodes[0]?.member !== this.member || this.nodes.some((n) => n.member === from)) return;
+    const unknown = this.groupMembers.filter((m) => m !== this.member && !this.joiners.has(m) && !this.nodes.some((n) => n.member === m));
+    if (this.s.status === 'halt' && unknown.length) {
+      // another side of a split may be in the group too: only one side may take the node in. The
+      // sides sort that out first (present), then the merged side answers the repeated join.
+      this.s.log.info({ node: msg.node.nid }, 'halted with another side in the group: join left to the merged side');
+      return;
+    }
+    let reason: string | null = null;
+    if (this.nodes.some((n) => n.info.nid === msg.node.nid)) reason = `a node with address ${msg.node.nid} is already a member`;
+    else if (this.s.config && msg.ctime && msg.ctime !== this.s.config.ctime) {
+      reason = `the node belongs to another cluster (created ${new Date(msg.ctime).toISOString()}, this one ${new Date(this.s.config.ctime).toISOString()})`;
+    } else if (this.s.config && msg.ctime && msg.epoch > this.s.epoch && this.s.status !== 'wait_join') {
+      // while waiting for the last epoch's nodes a newer history is welcome: it is the one resumed
+      reason = `conflicting epoch history: the node has epoch ${msg.epoch}, the cluster ${this.s.epoch}`;
+    }
+    if (reason) {
+      this.s.log.warn({ node: msg.node.nid, reason }, 'join refused');
+      await this.group.mcast(this.codec.encode({ t: 'reject', to: from, reason } satisfies GroupMsg));
+      return;
+    }
+    const welcome: GroupMsg = { t: 'welcome', to: from, node: msg.node, storeEpoch: msg.epoch, snapshot: await this.snapshot() };
+    await this.group.mcast(this.codec.encode(welcome));
+  }
+
+  /** Our welcome: take over the cluster's state, replay what happened since, then count ourselves in. */
+  private async welcomed(msg: Extract<GroupMsg, { t: 'welcome' }>): Promise<void> {
+    const snap = msg.snapshot;
+    if (snap.status === 'wait_join') {
+      // the cluster is restarting: keep our own history until the newest one is chosen (resume)
+      this.s.status = 'wait_join';
+      this.s.autoRecovery = snap.autoRecovery;
+    } else {
+      await this.adopt(snap);
+    }
+    this.nodes = [...snap.nodes];
+    await this.acceptAndReplay();
+    this.nodes.push({ member: this.member, info: this.s.me, storeEpoch: msg.storeEpoch });
+    this.s.log.info({ nodes: this.nodes.map((n) => n.info.nid), epoch: this.s.epoch, status: this.s.status }, 'joined the cluster');
+    await this.membershipChanged();
+    if (this.s.config) await saveVdiState(this.s.dir, this.s.vdis.exportState());
+    this.joinedResolve();
+  }
+
+  /** Takes over the cluster state of `snap` (config, epoch history, VDI table). */
+  private async adopt(snap: ClusterSnapshot): Promise<void> {
+    if (this.s.config && snap.config && this.s.epoch < snap.epoch) {
+      // the cluster went on without us: our copies may miss writes. Never serve them; keep them aside
+      // (obj/.stale) for recovery. Reads fail over to the members, writes copy the object here first.
+      const n = await this.s.store.quarantine();
+      if (n) this.s.log.warn({ objects: n, ours: this.s.epoch, cluster: snap.epoch }, 'rejoining after the cluster moved on: local copies set aside');
+    }
+    this.s.config = snap.config;
+    if (snap.config) await writeConfig(this.s.dir, snap.config);
+    await this.s.epochLog.replace(snap.history);
+    this.s.epoch = snap.epoch;
+    this.s.status = snap.status;
+    this.s.autoRecovery = snap.autoRecovery;
+    this.s.vdis.importState(snap.vdis);
+  }
+
+  /**
+   * The end of WAIT_FOR_JOIN, applied by every member in delivery order: the newest history becomes
+   * everyone's, and recovery runs (a restart may have interrupted one).
+   */
+  private async resumed(msg: Extract<GroupMsg, { t: 'resume' }>): Promise<void> {
+    if (this.s.status !== 'wait_join') return;
+    // still waiting until the epoch is settled: nobody may see 'running' with the old epoch
+    // (recover enable/disable applied since the leader took its snapshot is newer than the snapshot's)
+    await this.adopt({ ...msg.snapshot, status: 'wait_join', autoRecovery: this.s.autoRecovery });
+    await saveVdiState(this.s.dir, this.s.vdis.exportState());
+    this.s.log.info({ epoch: this.s.epoch, forced: msg.forced, nodes: this.members.map((n) => n.nid) }, 'cluster resumed after a restart');
+    await this.membershipChanged(true, msg.forced);
+  }
+
+  /** The member whose store has the newest epoch history (the oldest such member on a tie). */
+  private get historyLeader(): Member | undefined {
+    let best: Member | undefined;
+    for (const n of this.nodes) if (!best || n.storeEpoch > best.storeEpoch) best = n;
+    return best;
+  }
+
+  /** WAIT_FOR_JOIN: the leader resumes the cluster once every node of its last epoch is back. */
+  async checkResume(forced: boolean): Promise<void> {
+    if (this.s.status !== 'wait_join' || this.historyLeader?.member !== this.member || !this.s.config) return;
+    const last = await this.s.epochLog.latest();
+    const here = new Set(this.members.map((n) => n.nid));
+    const missing = (last?.nodes ?? []).filter((n) => !here.has(n.nid)).map((n) => n.nid);
+    if (missing.length && !forced) {
+      this.s.log.info({ missing }, 'waiting for the nodes of the last epoch to join');
+      return;
+    }
+    if (missing.length) this.s.log.warn({ missing }, 'recovery forced: going on without these nodes');
+    const snap = await this.snapshot();
+    this.resumeSent = true;
+    await this.group.mcast(this.codec.encode({ t: 'resume', snapshot: { ...snap, nodes: [] }, forced } satisfies GroupMsg));
+  }
+
+  /**
+   * After a split, only the side with a majority of the last epoch's nodes may go on (on a tie, the
+   * side with that epoch's oldest node). Drivers that cannot split (local) never halt.
+   */
+  private hasQuorum(last: EpochRecord | null): boolean {
+    if (!this.group.canPartition || !last) return true;
+    const here = new Set(this.members.map((n) => n.nid));
+    const present = last.nodes.filter((n) => here.has(n.nid)).length;
+    if (present * 2 !== last.nodes.length) return present * 2 > last.nodes.length;
+    return here.has(last.nodes[0].nid);
+  }
+
+  /** `forced`: the operator chose to go on with the nodes present (recover force): no quorum check. */
+  private async membershipChanged(resumed = false, forced = false): Promise<void> {
+    if (!this.s.config) {
+      if (this.s.status !== 'shutdown' && this.s.status !== 'wait_join') this.s.status = 'wait_format';
+    } else if (this.s.status === 'wait_join' && !resumed) {
+      await this.checkResume(false);
+    } else if (this.s.status !== 'shutdown') {
+      const last = await this.s.epochLog.latest();
+      if (!forced && !this.hasQuorum(last)) {
+        // no new epoch on this side: the majority's history goes on, ours must not fork from it
+        if (this.s.status !== 'halt') this.s.log.error({ members: this.members.map((n) => n.nid), epoch: this.s.epoch }, 'lost the majority of the last epoch: I/O halted');
+        this.s.status = 'halt';
+        this.s.recovery.stop();
+      } else {
+        if (this.s.status === 'halt') this.s.log.warn('the majority of the last epoch is back: I/O resumes');
+        const changed = !last || !sameNodes(last.nodes, this.members);
+        if (changed) {
+          await this.newEpoch((last?.epoch ?? 0) + 1);
+          this.s.recoveredNodes.clear();
+        }
+        this.s.status = 'running';
+        // every membership change moves placement: each node fills what it now owns
+        if (this.accepted && (changed || resumed)) {
+          if (this.s.autoRecovery) this.s.recovery.start();
+          else {
+            this.s.recoveryDeferred = true;
+            this.s.recovery.defer();
+          }
+        }
+      }
+    }
+    const w = this.epochWaiters;
+    this.epochWaiters = [];
+    for (const f of w) f();
+  }
+
+  async newEpoch(epoch: number): Promise<void> {
+    this.s.epoch = epoch;
+    await this.s.epochLog.append({ epoch, time: Date.now(), nodes: this.members });
+    this.s.log.info({ epoch, nodes: this.members.map((n) => n.nid) }, 'epoch changed');
+  }
+}
+
+function sameNodes(a: NodeInfo[], b: NodeInfo[]): boolean {
+  if (a.length !== b.length) return false;
+  const s = new Set(a.map((n) => n.nid));
+  return b.every((n) => s.has(n.nid));
+}

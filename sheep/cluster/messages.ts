@@ -1,0 +1,56 @@
+// What sheep say to each other through the cluster driver, in one total order: the membership
+// protocol's messages and the cluster-wide decisions every node applies.
+
+import type { NodeInfo } from '../../lib/node.js';
+import type { NewVdiArgs, NewVdiDecision, BaseHeaderFields, HeaderUpdate, VdiState } from '../vdi/vdi-table.js';
+import type { ClusterConfig } from '../store/config.js';
+import type { EpochRecord } from './epoch-log.js';
+import type { Status } from './state.js';
+
+/**
+ * A cluster-wide decision. Every node applies the same decisions in the same order to its own copy
+ * of the cluster state; only the node that took the client's request does the object I/O after it.
+ */
+export type ClusterOp =
+  | { kind: 'format'; copies: number; copyPolicy: number; blockSizeShift: number; lock: boolean; ctime: number }
+  | { kind: 'shutdown' }
+  | { kind: 'newVdi'; args: NewVdiArgs; now: bigint; baseHdr?: BaseHeaderFields }
+  | { kind: 'undoNewVdi'; decision: NewVdiDecision }
+  | { kind: 'delVdi'; name: string; tag: string; snapid: number }
+  | { kind: 'lock'; name: string; tag: string; snapid: number; shared: boolean; owner: string; enforce?: boolean }
+  | { kind: 'release'; vid: number }
+  | { kind: 'forceRelease'; vid: number }
+  | { kind: 'header'; update: HeaderUpdate }
+  | { kind: 'recovered'; nid: string; epoch: number }
+  | { kind: 'forceRecover' }
+  | { kind: 'autoRecovery'; enabled: boolean };
+
+/** What sheep say to each other through the cluster driver, in one total order. */
+export type GroupMsg =
+  | { t: 'join'; node: NodeInfo; ctime: number; epoch: number }
+  | { t: 'welcome'; to: string; node: NodeInfo; storeEpoch: number; snapshot: ClusterSnapshot }
+  | { t: 'reject'; to: string; reason: string }
+  | { t: 'op'; seq: number; op: ClusterOp }
+  /** a side of the cluster announces itself to new group members (a halted side rejoins another) */
+  | { t: 'present'; ctime: number; epoch: number; status: Status }
+  /** the end of WAIT_FOR_JOIN: the member with the newest history hands its state to all */
+  | { t: 'resume'; snapshot: ClusterSnapshot; forced: boolean };
+
+/** A member of the group that the cluster accepted. */
+export interface Member {
+  member: string;
+  info: NodeInfo;
+  /** the epoch of the node's own store when it joined (chooses whose history a restart resumes) */
+  storeEpoch: number;
+}
+
+/** The state a joining node takes over from the oldest member. */
+export interface ClusterSnapshot {
+  config: ClusterConfig | null;
+  status: Status;
+  epoch: number;
+  history: EpochRecord[];
+  nodes: Member[];
+  vdis: VdiState;
+  autoRecovery: boolean;
+}

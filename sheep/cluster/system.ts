@@ -1,0 +1,165 @@
+// One sheep's view of the cluster, wired together: the shared state (state.ts), the membership
+// protocol (membership.ts) and the ordered decisions (decisions.ts), over the replication layer and
+// the VDI table. The front ends talk to this class only.
+
+import fs from 'node:fs/promises';
+import { oidToVid, vidToVdiOid } from '../../lib/oid.js';
+import { SD_INODE_HEADER_SIZE, decodeInodeHeader, makeCtime } from '../../lib/inode.js';
+import type { NodeInfo } from '../../lib/node.js';
+import type { ObjectStore } from '../store/store.js';
+import type { ClusterConfig } from '../store/config.js';
+import { Gateway } from '../replication/gateway.js';
+import { Recovery } from '../replication/recovery.js';
+import { VdiTable, type ClusterDefaults, type NewVdiArgs, type NewVdiDecision, type BaseHeaderFields, type VdiEntry } from '../vdi/vdi-table.js';
+import { objectSize } from '../vdi/object-io.js';
+import { KeyedMutex } from '../util/mutex.js';
+import type { Logger } from '../util/log.js';
+import { EpochLog, type EpochRecord } from './epoch-log.js';
+import { ClusterState, type Status } from './state.js';
+import { Membership } from './membership.js';
+import { Decisions } from './decisions.js';
+import { GroupCodec } from './group-codec.js';
+import type { ClusterOp } from './messages.js';
+import type { GroupDriver } from './driver.js';
+
+export type { Status } from './state.js';
+
+export class System {
+  readonly vdis: VdiTable;
+  readonly gateway: Gateway;
+  readonly epochLog: EpochLog;
+  readonly recovery: Recovery;
+  private readonly state: ClusterState;
+  private readonly membership: Membership;
+  private readonly decisions: Decisions;
+  /** attribute updates probe and write objects: one at a time per VDI */
+  private readonly attrMutex = new KeyedMutex<string>();
+
+  constructor(
+    readonly dir: string,
+    readonly me: NodeInfo,
+    readonly store: ObjectStore,
+    group: GroupDriver,
+    readonly log: Logger,
+    /** the cluster key: peer connections prove it, and cluster messages are sealed with it */
+    clusterKey: Buffer | null = null,
+  ) {
+    // what the gateway and recovery need to know about the cluster, in one place
+    const placement = {
+      epoch: () => this.epoch,
+      me: () => this.me,
+      nodes: () => this.members,
+      copies: (oid: bigint) => this.vdis.get(oidToVid(oid))?.nrCopies || this.config?.copies || 1,
+      objectSize: (oid: bigint) => objectSize(this, oid),
+      clusterKey,
+    };
+    this.gateway = new Gateway(store, { ...placement, membershipChange: (ms) => this.membershipChange(ms), ioAllowed: () => this.ioAllowed() }, log);
+    this.vdis = new VdiTable(this.gateway, log);
+    this.vdis.onHeaderChange = async (update) => { await this.decide({ kind: 'header', update }); };
+    this.epochLog = new EpochLog(dir);
+    this.recovery = new Recovery(store, { ...placement, deletedVdi: (vid) => this.vdis.get(vid)?.deleted ?? false }, log);
+    this.recovery.onFinished = async (epoch) => { await this.decide({ kind: 'recovered', nid: this.me.nid, epoch }); };
+    this.state = new ClusterState(dir, me, store, this.vdis, this.epochLog, this.recovery, log);
+    const codec = new GroupCodec(clusterKey);
+    this.membership = new Membership(this.state, group, codec, (from, msg) => this.decisions.applyOp(from, msg));
+    this.decisions = new Decisions(this.state, group, codec, this.membership);
+  }
+
+  /** Loads this node's store, joins the group and resolves once this node is part of the cluster. */
+  async start(): Promise<void> {
+    await this.state.load();
+    await this.membership.join();
+  }
+
+  get status(): Status {
+    return this.state.status;
+  }
+
+  get config(): ClusterConfig | null {
+    return this.state.config;
+  }
+
+  get epoch(): number {
+    return this.state.epoch;
+  }
+
+  get autoRecovery(): boolean {
+    return this.state.autoRecovery;
+  }
+
+  get statusText(): string {
+    return this.state.statusText;
+  }
+
+  get clusterDefaults(): ClusterDefaults {
+    return this.state.clusterDefaults;
+  }
+
+  /** Object I/O is refused while the cluster waits for its nodes or has lost its majority. */
+  ioAllowed(): void {
+    this.state.ioAllowed();
+  }
+
+  /** The sheep of the cluster, oldest first. */
+  get members(): NodeInfo[] {
+    return this.membership.members;
+  }
+
+  /** Resolves at the next membership change, or after `ms`. */
+  membershipChange(ms: number): Promise<void> {
+    return this.membership.membershipChange(ms);
+  }
+
+  /** hook the daemon sets: stop listeners and exit after a cluster shutdown */
+  set onShutdown(fn: () => void) {
+    this.decisions.onShutdown = fn;
+  }
+
+  /** Broadcasts a decision; resolves with its result on this node once delivered and applied. */
+  decide<T = unknown>(op: ClusterOp): Promise<T> {
+    return this.decisions.decide<T>(op);
+  }
+
+  // ------------------------------------------------------------------ VDI operations (this node's clients)
+
+  /** NEW_VDI: decide everywhere, then write the inode(s); a failed write undoes the decision. */
+  async newVdi(args: NewVdiArgs): Promise<VdiEntry> {
+    let baseHdr: BaseHeaderFields | undefined;
+    if (args.snapshot && this.vdis.get(args.baseVid)) {
+      // QEMU writes the snapshot's tag into the working inode just before asking for the snapshot
+      const h = decodeInodeHeader(await this.gateway.read(vidToVdiOid(args.baseVid), 0, SD_INODE_HEADER_SIZE));
+      baseHdr = { tag: h.tag, vmClockNsec: h.vmClockNsec, vmStateSize: h.vmStateSize };
+    }
+    const d = await this.decide<NewVdiDecision>({ kind: 'newVdi', args, now: makeCtime(), baseHdr });
+    try {
+      await this.vdis.finishNewVdi(d);
+    } catch (e) {
+      await this.decide({ kind: 'undoNewVdi', decision: d }).catch(() => undefined);
+      throw e;
+    }
+    return d.entry;
+  }
+
+  async delVdi(name: string, tag: string, snapid: number): Promise<number> {
+    const e = await this.decide<VdiEntry>({ kind: 'delVdi', name, tag, snapid });
+    await this.vdis.finishDelete(e);
+    return e.vdiId;
+  }
+
+  /** Attribute I/O, one update at a time per VDI name. */
+  withAttrLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return this.attrMutex.run(name, fn);
+  }
+
+  async epochHistory(): Promise<EpochRecord[]> {
+    return this.epochLog.readAll();
+  }
+
+  /** Disk figures for `node info`: the store's filesystem and what the objects occupy. */
+  async diskStats(): Promise<{ size: number; used: number; avail: number }> {
+    const st = await fs.statfs(this.dir);
+    const used = await this.store.usedBytes();
+    const avail = st.bavail * st.bsize;
+    return { size: used + avail, used, avail };
+  }
+}

@@ -1,0 +1,189 @@
+// The client/peer listener: frames requests off TCP and Unix sockets, dispatches them through the
+// op table, and answers each as soon as it completes (out of order, matched by id).
+
+import net from 'node:net';
+import { SocketServer, type Admission, type Admitted } from './net-listen.js';
+import type { ByteBudget } from './admission.js';
+import { Flag, Res, SdError, SD_PROTO_VER, decodePrefix, encodeRsp, opName, resultName } from '../../lib/proto.js';
+import { FrameReader } from '../../lib/frame.js';
+import { OPS, mayUse, type Access, type Conn, type OpReply, type OpRequest } from './ops.js';
+import { MAX_DATA_LENGTH } from '../vdi/object-io.js';
+import type { System } from '../cluster/system.js';
+import type { Logger } from '../util/log.js';
+
+/** Requests one connection may have in flight before we stop reading from it. */
+const MAX_INFLIGHT_PER_CONN = 64;
+/** Unsent reply bytes on one connection before we stop reading from it. */
+const MAX_UNSENT_BYTES = 64 * 1024 * 1024;
+
+/** A connection that sends nothing for this long is closed (it holds a descriptor for nothing). */
+export const IDLE_TIMEOUT_MS = 120_000;
+/** A connection let in on the reserve must authenticate within this time. */
+const RESERVE_AUTH_MS = 5_000;
+/** A payload that stops arriving half way holds budget: the connection is closed after this. */
+const PAYLOAD_TIMEOUT_MS = 60_000;
+
+export interface ListenerOptions {
+  access: Access;
+  admission: Admission;
+  /** request bytes held at once, shared with the NBD export */
+  budget: ByteBudget;
+}
+
+export class Listener extends SocketServer {
+  private readonly access: Access;
+  private readonly budget: ByteBudget;
+
+  constructor(private readonly sys: System, private readonly log: Logger, o: ListenerOptions) {
+    super(o.admission);
+    this.access = o.access;
+    this.budget = o.budget;
+  }
+
+  async listenTcp(host: string | undefined, port: number): Promise<number> {
+    const addr = await this.bindTcp(host, port);
+    this.log.info({ host: addr.address, port: addr.port }, 'listening');
+    return addr.port;
+  }
+
+  async listenUnix(path: string): Promise<void> {
+    await this.bindUnix(path);
+    this.log.info({ path }, 'listening on unix socket');
+  }
+
+  protected accept(sock: net.Socket, admitted: Admitted): void {
+    const peer = sock.remoteAddress ? `${sock.remoteAddress.replace(/^::ffff:/, '')}:${sock.remotePort}` : 'unix';
+    const conn: Conn = { peer, role: this.access.key ? 'client' : 'admin', challenge: null };
+    let inflight = 0;
+    let paused = false;
+    /** a request whose bytes wait for room in the budget: nothing more is read until it has it */
+    let waiting: (() => void) | null = null;
+    let payloadTimer: NodeJS.Timeout | null = null;
+    const throttle = () => {
+      const over = waiting !== null || inflight >= MAX_INFLIGHT_PER_CONN || sock.writableLength > MAX_UNSENT_BYTES;
+      if (over && !paused) { paused = true; sock.pause(); }
+      else if (!over && paused) { paused = false; sock.resume(); }
+    };
+    const drop = (why: string) => {
+      this.admission.refusals.refuse(peer, why);
+      sock.destroy();
+    };
+    // a connection that never sends a request is closed; one let in on the reserve must authenticate soon
+    sock.setTimeout(IDLE_TIMEOUT_MS, () => { if (inflight === 0) drop('idle connection closed'); });
+    const reserveTimer = admitted === 'reserve'
+      ? setTimeout(() => { if (conn.role === 'client') drop('connection on the reserve did not authenticate'); }, RESERVE_AUTH_MS)
+      : null;
+    /** the request whose header arrived and whose payload has not yet: its bytes and their wait */
+    let current: { bytes: number; wait: Promise<void> | null; acquired: boolean } | null = null;
+    const reader = new FrameReader((hdr) => {
+      const p = decodePrefix(hdr);
+      const payload = p.flags & Flag.CMD_WRITE ? p.dataLength : 0;
+      if (payload > MAX_DATA_LENGTH) {
+        // we cannot skip a payload this large safely: answer, then drop the connection
+        this.send(sock, hdr, { result: Res.INVALID_PARMS });
+        throw new SdError(Res.INVALID_PARMS, `payload of ${payload} bytes over the ${MAX_DATA_LENGTH} limit`);
+      }
+      // the bytes this request holds: its payload, or the reply it asks for (bounded by the op's checks)
+      const bytes = Math.min(Math.max(payload, p.dataLength), MAX_DATA_LENGTH);
+      const wait = bytes ? this.budget.acquire(bytes, conn.role !== 'client') : null;
+      const cur = { bytes, wait, acquired: !wait };
+      current = cur;
+      if (wait) {
+        // nothing more is read from this connection until the budget has room for this request
+        const go = () => { waiting = null; throttle(); };
+        waiting = go;
+        throttle();
+        void wait.then(() => {
+          cur.acquired = true;
+          if (sock.destroyed && current === cur) this.budget.release(bytes); // it will never be dispatched
+          else go();
+        });
+      }
+      if (payload) payloadTimer = setTimeout(() => drop('payload did not arrive in time'), PAYLOAD_TIMEOUT_MS);
+      return payload;
+    }, (hdr, data) => {
+      if (payloadTimer) { clearTimeout(payloadTimer); payloadTimer = null; }
+      const cur = current!;
+      current = null;
+      inflight++;
+      throttle();
+      void (cur.wait ?? Promise.resolve())
+        .then(() => this.dispatch(hdr, data, conn))
+        .then((rep) => {
+          inflight--;
+          if (!sock.destroyed) this.send(sock, hdr, rep);
+          if (cur.bytes) this.budget.release(cur.bytes);
+          throttle();
+        });
+    });
+    sock.on('data', (chunk: Buffer) => {
+      try {
+        reader.push(chunk);
+      } catch (e) {
+        this.log.warn({ peer, err: (e as Error).message }, 'closing connection after a malformed request');
+        sock.end();
+        sock.destroy();
+      }
+    });
+    sock.on('drain', throttle);
+    sock.on('close', () => {
+      if (reserveTimer) clearTimeout(reserveTimer);
+      if (payloadTimer) clearTimeout(payloadTimer);
+      // a request whose payload never came holds its bytes (once it got them): give them back
+      if (current?.acquired && current.bytes) this.budget.release(current.bytes);
+      current = null;
+    });
+    sock.on('error', (e) => this.log.debug({ peer, err: e.message }, 'connection error'));
+  }
+
+  private async dispatch(hdr: Buffer, data: Buffer, conn: Conn): Promise<OpReply> {
+    const prefix = decodePrefix(hdr);
+    const op = OPS.get(prefix.opcode);
+    if (!op) return { result: Res.UNKNOWN };
+    if (prefix.protoVer > SD_PROTO_VER) return { result: Res.VER_MISMATCH };
+    if (!mayUse(conn.role, op.role)) {
+      this.admission.refusals.refuse(conn.peer, `${op.name} needs an authenticated ${op.role} connection`, { role: conn.role });
+      return { result: Res.ACCESS_DENIED };
+    }
+    const sys = this.sys;
+    if (sys.status === 'shutdown') return { result: Res.SHUTDOWN };
+    // a peer that already applied a format this node has not yet: "I am behind", and the gateway retries
+    if (op.needsFormat && sys.status === 'wait_format') return { result: op.kind === 'peer' ? Res.NEW_NODE_VER : Res.WAIT_FOR_FORMAT };
+    // peers still answer each other: their requests carry epochs, and recovery needs them
+    if (op.needsFormat && op.kind !== 'peer' && sys.status === 'wait_join') return { result: Res.WAIT_FOR_JOIN };
+    if (op.needsFormat && op.kind !== 'peer' && sys.status === 'halt') return { result: Res.HALT };
+    const req: OpRequest = { prefix, hdr, data, conn, access: this.access };
+    try {
+      return await op.handler(sys, req);
+    } catch (e) {
+      if (e instanceof SdError) {
+        this.log.debug({ op: op.name, result: resultName(e.result), why: e.message }, 'request failed');
+        return { result: e.result };
+      }
+      this.log.error({ op: opName(prefix.opcode), err: e }, 'request failed unexpectedly');
+      return { result: Res.SYSTEM_ERROR };
+    }
+  }
+
+  private send(sock: net.Socket, reqHdr: Buffer, rep: OpReply): void {
+    const result = rep.result ?? Res.SUCCESS;
+    const data = result === Res.SUCCESS ? rep.data : undefined;
+    const hdr = encodeRsp({
+      opcode: reqHdr[1],
+      id: reqHdr.readUInt32LE(8),
+      epoch: this.sys.epoch,
+      result,
+      dataLength: data ? data.length : 0,
+      vdi: rep.vdi,
+      clusterDefault: rep.clusterDefault,
+    });
+    if (data && data.length) {
+      sock.cork();
+      sock.write(hdr);
+      sock.write(data);
+      sock.uncork();
+    } else {
+      sock.write(hdr);
+    }
+  }
+}
