@@ -2,7 +2,8 @@
 // collie: the command-line tool that runs a sheepdog cluster. `collie <group> <command> [args]`.
 
 import { Command, InvalidArgumentError } from 'commander';
-import { CliError, EXIT_FAILURE, EXIT_USAGE, sizeArg, loadClusterKey } from './common.js';
+import { CliError, EXIT_FAILURE, EXIT_USAGE, sizeArg, loadClusterKey, reason } from './common.js';
+import { SdError } from '../lib/proto.js';
 import { DEFAULT_KEY_FILE } from '../lib/auth.js';
 import { clusterFormat, clusterInfo, clusterShutdown, clusterRecoverForce, clusterRecoverMode, clusterKeygen } from './cluster.js';
 import { nodeListCmd, nodeInfoCmd, nodeRecoveryCmd, nodeSetThrottle, nodeGetThrottle } from './node.js';
@@ -39,6 +40,10 @@ function act<A extends unknown[]>(fn: (...a: A) => Promise<void>) {
       if (e instanceof CliError) {
         if (e.message) process.stderr.write(`${e.message}\n`);
         process.exitCode = e.exitCode;
+      } else if (e instanceof SdError) {
+        // the server said no: its reason, not a stack trace
+        process.stderr.write(`${reason(e)}\n`);
+        process.exitCode = EXIT_FAILURE;
       } else {
         process.stderr.write(`${(e as Error)?.stack ?? String(e)}\n`);
         process.exitCode = EXIT_FAILURE;

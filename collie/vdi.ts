@@ -65,7 +65,11 @@ async function openByName(c: SheepClient, name: string, snap: string | undefined
 }
 
 /** Every VDI inode header in the cluster, in vid order (what `vdi list` and friends walk). */
-export async function allInodes(c: SheepClient): Promise<InodeHeader[]> {
+/**
+ * Every VDI's inode header. An inode that cannot be read (lost, damaged) does not end the listing:
+ * its vid goes to `damaged`, when given, and the rest is listed.
+ */
+export async function allInodes(c: SheepClient, damaged?: (vid: number, why: unknown) => void): Promise<InodeHeader[]> {
   let bitmap: Buffer;
   try {
     bitmap = await c.readVdis();
@@ -81,7 +85,14 @@ export async function allInodes(c: SheepClient): Promise<InodeHeader[]> {
   const out: InodeHeader[] = [];
   for (const vid of vids) {
     if (vid >= NR_VDIS) break;
-    const h = decodeInodeHeader(await c.readObj(vidToVdiOid(vid), 0, SD_INODE_HEADER_SIZE));
+    let h: InodeHeader;
+    try {
+      h = decodeInodeHeader(await c.readObj(vidToVdiOid(vid), 0, SD_INODE_HEADER_SIZE));
+    } catch (e) {
+      if (!(e instanceof SdError) || !damaged || (e.result !== Res.NO_OBJ && e.result !== Res.EIO)) throw e;
+      damaged(vid, e);
+      continue;
+    }
     if (h.name) out.push(h); // deleted VDIs keep their bit but have no name
   }
   return out;
@@ -92,7 +103,8 @@ export async function allInodes(c: SheepClient): Promise<InodeHeader[]> {
 export async function vdiList(name: string | undefined, o: ConnOpts): Promise<void> {
   if (!o.raw) out('  Name        Id    Size    Used  Shared    Creation time   VDI id  Copies  Tag   Block Size Shift\n');
   await withClient(o, async (c) => {
-    for (const h of await allInodes(c)) {
+    const damaged: number[] = [];
+    for (const h of await allInodes(c, (vid) => damaged.push(vid))) {
       if (name !== undefined && h.name !== name) continue;
       const v = await OpenVdi.open(c, h.vdiId);
       const { own, shared } = v.usage();
@@ -109,6 +121,14 @@ export async function vdiList(name: string | undefined, o: ConnOpts): Promise<vo
         out(`${type} ${padR(h.name, 8)} ${padL(id, 5)} ${padL(formatSize(Number(h.vdiSize)), 7)} ${padL(formatSize(own * os), 7)} ` +
           `${padL(formatSize(shared * os), 7)} ${shortTime(sec)}  ${padL(h.vdiId.toString(16), 7)} ${padL(h.nrCopies, 6)} ${padL(h.tag, 13)} ${padL(h.blockSizeShift, 3)}\n`);
       }
+    }
+    // a VDI whose inode is gone is still in the table: show it, marked, rather than fail the listing
+    if (name === undefined) {
+      for (const vid of damaged) {
+        if (o.raw) out(`d (damaged) 0 - - - - ${vid.toString(16)} - - -\n`);
+        else out(`d ${padR('(damaged)', 8)} ${padL('-', 5)} ${padL('-', 7)} ${padL('-', 7)} ${padL('-', 7)} ${padR('-', 16)}  ${padL(vid.toString(16), 7)} ${padL('-', 6)} ${padL('-', 13)} ${padL('-', 3)}\n`);
+      }
+      if (damaged.length) process.stderr.write(`${damaged.length} VDI(s) marked d: the inode object is missing or unreadable on every replica\n`);
     }
   });
 }

@@ -11,19 +11,23 @@ BASE_PORT=${PORT:-7000}
 NBD_PORT=${NBD_PORT:-10809}
 RUN=${RUN:-$PWD/run}
 COPIES=${COPIES:-3}
+KEY=${KEY:-$RUN/cluster.key}
+# every sheep and collie prove this key: admin and peer requests need it (see README, Security)
+export SHEEPDOG_KEY_FILE=$KEY
 collie() { node dist/collie/main.js "$@"; }
 if [ "${1:-}" = stop ]; then
   collie cluster shutdown -p "$BASE_PORT" && echo "cluster stopped"
   exit 0
 fi
 mkdir -p "$RUN"
+[ -f "$KEY" ] || collie cluster keygen "$KEY"
 for i in $(seq 0 $((NODES - 1))); do
   port=$((BASE_PORT + i))
   dir="$RUN/sheep$i"
   if ! collie node list -p "$port" >/dev/null 2>&1; then
     extra=()
     [ "$i" = 0 ] && extra=(--nbd "127.0.0.1:$NBD_PORT" --nbd-socket "$RUN/nbd.sock" --socket "$RUN/sheep.sock")
-    node dist/sheep/main.js -p "$port" -b 127.0.0.1 -z "$i" -c "local:$RUN/cluster" -P "$dir/sheep.pid" "${extra[@]}" "$dir"
+    node dist/sheep/main.js -p "$port" -b 127.0.0.1 -z "$i" -c "local:$RUN/cluster" --cluster-key "$KEY" -P "$dir/sheep.pid" "${extra[@]}" "$dir"
   fi
 done
 # a restarted cluster waits until the nodes of its last epoch are back (all of them were just started)
@@ -38,7 +42,8 @@ collie cluster info -p "$BASE_PORT"
 collie node list -p "$BASE_PORT"
 cat <<MSG
 
-The cluster is up: $NODES sheep on 127.0.0.1:$BASE_PORT.., $COPIES copies of every object. Try:
+The cluster is up: $NODES sheep on 127.0.0.1:$BASE_PORT.., $COPIES copies of every object, cluster key
+$KEY (collie needs it: export SHEEPDOG_KEY_FILE=$KEY, or -k $KEY). Try:
   node dist/collie/main.js vdi create disk 1G
   head -c 10M /dev/urandom | node dist/collie/main.js vdi write disk
   node dist/collie/main.js vdi list

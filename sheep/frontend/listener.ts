@@ -53,7 +53,7 @@ export class Listener extends SocketServer {
 
   protected accept(sock: net.Socket, admitted: Admitted): void {
     const peer = sock.remoteAddress ? `${sock.remoteAddress.replace(/^::ffff:/, '')}:${sock.remotePort}` : 'unix';
-    const conn: Conn = { peer, role: this.access.key ? 'client' : 'admin', challenge: null };
+    const conn: Conn = { peer, role: this.access.key ? 'client' : 'admin', challenge: null, onAuthenticated: () => this.promote(sock) };
     let inflight = 0;
     let paused = false;
     /** a request whose bytes wait for room in the budget: nothing more is read until it has it */

@@ -18,6 +18,9 @@ export interface Admission {
   socketMode?: number;
 }
 
+/** A connection on the reserve may be evicted for a newcomer once it had this long to authenticate. */
+const RESERVE_GRACE_MS = 200;
+
 /** How a connection got in: 'reserve' connections must authenticate soon or are closed. */
 export type Admitted = 'ok' | 'reserve';
 
@@ -59,7 +62,8 @@ export abstract class SocketServer {
       sock.destroy();
       return;
     }
-    const got = a.conns.take();
+    let got = a.conns.take();
+    if (got === 'full' && a.useReserve && this.evictOnReserve()) got = a.conns.take();
     if (got === 'full' || (got === 'reserve' && !a.useReserve)) {
       if (got !== 'full') a.conns.release();
       a.refusals.refuse(peer, `too many connections (${a.conns.count} open, limit ${a.conns.max}, ${a.conns.reserve} kept for collie and peers)`);
@@ -68,8 +72,40 @@ export abstract class SocketServer {
     }
     this.sockets.add(sock);
     sock.setNoDelay?.(true);
-    sock.on('close', () => { this.sockets.delete(sock); a.conns.release(); });
+    if (got === 'reserve') this.onReserve.set(sock, Date.now());
+    sock.on('close', () => {
+      this.sockets.delete(sock);
+      this.onReserve.delete(sock);
+      if (this.evicted.delete(sock)) return; // released when it was evicted
+      a.conns.release();
+    });
     this.accept(sock, got);
+  }
+
+  /** Connections let in on the reserve that have not authenticated yet, with when they came. */
+  private readonly onReserve = new Map<net.Socket, number>();
+  private readonly evicted = new Set<net.Socket>();
+
+  /** The connection authenticated: it keeps its place. */
+  protected promote(sock: net.Socket): void {
+    this.onReserve.delete(sock);
+  }
+
+  /**
+   * Every descriptor is taken: the oldest connection on the reserve that has had time to authenticate
+   * and did not makes room, so a flood cannot keep collie or a peer out.
+   */
+  private evictOnReserve(): boolean {
+    const now = Date.now();
+    for (const [sock, since] of this.onReserve) {
+      if (now - since < RESERVE_GRACE_MS) break;
+      this.onReserve.delete(sock);
+      this.evicted.add(sock);
+      this.admission.conns.release();
+      sock.destroy();
+      return true;
+    }
+    return false;
   }
 
   protected async bindTcp(host: string | undefined, port: number): Promise<net.AddressInfo> {

@@ -37,6 +37,8 @@ export interface Conn {
   role: Role;
   /** AUTH step 1 answered: what step 2 must prove */
   challenge: { role: Role; cnonce: Buffer; snonce: Buffer } | null;
+  /** called once the connection authenticated */
+  onAuthenticated?: () => void;
 }
 
 /** The daemon's access rules, the same for every connection. */
@@ -257,14 +259,21 @@ async function getClusterDefault(sys: System): Promise<OpReply> {
 
 // ------------------------------------------------------------------ internal ops (msgpack payloads)
 
-function args<T>(req: OpRequest): T {
+/** The msgpack argument map of an internal op; anything but a map (null, a number, garbage) is refused. */
+function args<T>(req: OpRequest): Partial<T> {
   if (!req.data.length) throw new SdError(Res.INVALID_PARMS, 'missing arguments');
+  let v: unknown;
   try {
-    return unpack(req.data) as T;
+    v = unpack(req.data);
   } catch {
     throw new SdError(Res.INVALID_PARMS, 'malformed arguments');
   }
+  // a plain map only (msgpackr also yields arrays, buffers and marker objects such as its 0xc1 type)
+  if (typeof v !== 'object' || v === null || Object.getPrototypeOf(v) !== Object.prototype) throw new SdError(Res.INVALID_PARMS, 'arguments must be a map');
+  return v as Partial<T>;
 }
+
+const ATTR_MODES = new Set(['get', 'set', 'exclusive', 'delete']);
 
 function reply(v: unknown): OpReply {
   return { data: pack(v) };
@@ -326,7 +335,15 @@ async function statCluster(sys: System): Promise<OpReply> {
 
 async function getVdiAttr(sys: System, req: OpRequest): Promise<OpReply> {
   const a = args<AttrRequest>(req);
-  return reply(await sys.withAttrLock(String(a.name), () => vdiAttr(sys, a)));
+  if (typeof a.name !== 'string' || typeof a.key !== 'string' || typeof a.mode !== 'string' || !ATTR_MODES.has(a.mode)) {
+    throw new SdError(Res.INVALID_PARMS, 'GET_VDI_ATTR needs name, key and mode');
+  }
+  if ((a.tag !== undefined && typeof a.tag !== 'string') || (a.snapid !== undefined && typeof a.snapid !== 'number') ||
+      (a.value !== undefined && !(a.value instanceof Uint8Array))) {
+    throw new SdError(Res.INVALID_PARMS, 'GET_VDI_ATTR: tag, snapid or value of the wrong type');
+  }
+  const r: AttrRequest = { name: a.name, key: a.key, mode: a.mode, tag: a.tag, snapid: a.snapid, value: a.value };
+  return reply(await sys.withAttrLock(r.name, () => vdiAttr(sys, r)));
 }
 
 async function lockList(sys: System): Promise<OpReply> {
@@ -383,6 +400,7 @@ async function auth(sys: System, req: OpRequest): Promise<OpReply> {
     throw new SdError(Res.ACCESS_DENIED, 'authentication failed');
   }
   c.role = ch.role;
+  c.onAuthenticated?.();
   sys.log.debug({ peer: c.peer, role: ch.role }, 'connection authenticated');
   return {};
 }
