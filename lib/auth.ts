@@ -92,3 +92,21 @@ export function decodeAuthStep(b: Buffer): AuthStep {
 export function keyId(key: Buffer): string {
   return crypto.createHmac('sha256', key).update('sheepdog-key-id').digest('hex').slice(0, 16);
 }
+
+/**
+ * Peer TLS (--peer-tls): sheep-to-sheep connections run TLS 1.3 with a pre-shared key derived from
+ * the cluster key; the handshake itself proves the key on both sides, and the identity names the
+ * role the connection gets.
+ */
+export const TLS_IDENTITY: Record<Exclude<Role, 'client'>, string> = { admin: 'sheepdog-admin', peer: 'sheepdog-peer' };
+export const TLS_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256';
+
+export function tlsPsk(key: Buffer): Buffer {
+  return Buffer.from(crypto.hkdfSync('sha256', key, Buffer.alloc(0), 'sheepdog-peer-tls', 32));
+}
+
+export function roleOfTlsIdentity(identity: string): Role | undefined {
+  if (identity === TLS_IDENTITY.admin) return 'admin';
+  if (identity === TLS_IDENTITY.peer) return 'peer';
+  return undefined;
+}

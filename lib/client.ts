@@ -2,18 +2,21 @@
 // Used by collie and the tests; speaks exactly what QEMU's driver speaks, plus our internal ops.
 
 import net from 'node:net';
+import tls from 'node:tls';
 import { pack, unpack } from 'msgpackr';
 import {
   Op, Flag, Res, SdError, SD_HEADER_SIZE, decodeRsp, encodeObjReq, encodeVdiReq, encodePlainReq,
   encodeNameTag, type Rsp, type ObjReq, type VdiReq,
 } from './proto.js';
 import { FrameReader } from './frame.js';
-import { AUTH_NONCE_LEN, authProof, encodeAuthStep, newNonce, proofMatches, type Role } from './auth.js';
+import { AUTH_NONCE_LEN, TLS_CIPHERS, authProof, encodeAuthStep, newNonce, proofMatches, type Role } from './auth.js';
 
 export interface ClientAddress {
   host?: string;
   port?: number;
   socketPath?: string;
+  /** TLS 1.3 with a pre-shared key (peer TLS, lib/auth.ts): the handshake proves the key */
+  tls?: { psk: Buffer; identity: string };
 }
 
 export interface Reply {
@@ -37,16 +40,26 @@ export class SheepClient {
   readonly ready: Promise<void>;
 
   private constructor(addr: ClientAddress, timeoutMs: number) {
+    const t = addr.tls;
     this.sock = addr.socketPath
       ? net.connect({ path: addr.socketPath })
-      : net.connect({ host: addr.host ?? '127.0.0.1', port: addr.port ?? 7000, noDelay: true });
+      : t
+        ? tls.connect({
+          host: addr.host ?? '127.0.0.1', port: addr.port ?? 7000, minVersion: 'TLSv1.3', ciphers: TLS_CIPHERS,
+          pskCallback: () => ({ psk: t.psk, identity: t.identity }),
+          // the PSK authenticates the server: there is no certificate to check
+          checkServerIdentity: () => undefined,
+        })
+        : net.connect({ host: addr.host ?? '127.0.0.1', port: addr.port ?? 7000, noDelay: true });
+    if (t) this.sock.setNoDelay(true);
+    const connected = t ? 'secureConnect' : 'connect';
     this.ready = new Promise((resolve, reject) => {
-      const t = setTimeout(() => {
+      const timer = setTimeout(() => {
         this.sock.destroy();
         reject(new Error(`connect timed out after ${timeoutMs} ms`));
       }, timeoutMs);
-      this.sock.once('connect', () => { clearTimeout(t); resolve(); });
-      this.sock.once('error', (e) => { clearTimeout(t); reject(e); });
+      this.sock.once(connected, () => { clearTimeout(timer); resolve(); });
+      this.sock.once('error', (e) => { clearTimeout(timer); reject(e); });
     });
     const reader = new FrameReader((hdr) => {
       const len = hdr.readUInt32LE(12);

@@ -44,7 +44,13 @@ interface SheepOptions {
   nbdAllow: string[];
   nbdDeny: string[];
   nbdReadonly: string[];
+  nbdTls?: string;
+  nbdTlsCert?: string;
+  nbdTlsKey?: string;
+  nbdTlsCa?: string;
+  nbdTlsPsk?: string;
   clusterKey?: string;
+  peerTls: boolean;
   clientAllow: string[];
   clientDeny: string[];
   readonlyVdi: string[];
@@ -127,7 +133,13 @@ function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
     .option('--nbd-allow <cidr,...>', 'only NBD clients from these networks (repeatable)', collect, [])
     .option('--nbd-deny <cidr,...>', 'refuse NBD clients from these networks (repeatable; checked first)', collect, [])
     .option('--nbd-readonly <vdi,...>', 'export these VDIs read-only (repeatable; read-only on port 7000 too, as --readonly-vdi)', collect, [])
+    .option('--nbd-tls <off|on|require>', 'NBD TLS (STARTTLS): off, on (optional) or require (default: on when credentials are given, else off)')
+    .option('--nbd-tls-cert <file>', 'NBD TLS server certificate (PEM, with --nbd-tls-key)')
+    .option('--nbd-tls-key <file>', 'NBD TLS server private key (PEM)')
+    .option('--nbd-tls-ca <file>', 'NBD clients must present a certificate signed by this CA (PEM)')
+    .option('--nbd-tls-psk <file>', 'NBD TLS pre-shared keys, username:hexkey lines (psktool format)')
     .option('--cluster-key <file>', 'cluster key (collie cluster keygen): admin and peer requests need a connection that proved it, and sheep without it cannot join; without a key anyone who reaches the ports can administer the cluster')
+    .option('--peer-tls', 'encrypt connections to other sheep: TLS 1.3 keyed from the cluster key (needs --cluster-key); every sheep accepts both', false)
     .option('--client-allow <cidr,...>', 'only clients from these networks on port 7000 (repeatable)', collect, [])
     .option('--client-deny <cidr,...>', 'refuse clients from these networks on port 7000 (repeatable; checked first)', collect, [])
     .option('--readonly-vdi <vdi,...>', 'unauthenticated clients (QEMU, NBD) may only read these VDIs (repeatable)', collect, [])
@@ -225,8 +237,10 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
     allow: parseCidrList(o.nbdAllow),
     deny: parseCidrList(o.nbdDeny),
     readonly: readonlyVdis,
+    tls: { mode: o.nbdTls, cert: o.nbdTlsCert, key: o.nbdTlsKey, ca: o.nbdTlsCa, psk: o.nbdTlsPsk },
   };
   const key = o.clusterKey ? readKeyFile(o.clusterKey) : null;
+  if (o.peerTls && !key) throw new Error('--peer-tls needs --cluster-key: the TLS key is derived from the cluster key');
   if (key) log.info({ keyId: keyId(key) }, 'cluster key loaded: admin and peer requests need authentication');
   else log.warn('no cluster key (--cluster-key): anyone who reaches this sheep\'s ports can administer the cluster and its data');
   const fdLimit = raiseFdLimit(log);
@@ -274,7 +288,7 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   const me: NodeInfo = { nid: `${host}:${port}`, host, port, zone: o.zone ?? defaultZone(host), vnodes: o.vnodes };
   const group = createDriver(o.cluster);
   parts.group = group;
-  const sys = new System(dir, me, store, group, log, key);
+  const sys = new System(dir, me, store, group, log, key, o.peerTls);
   if (o.recovery.max) sys.recovery.setThrottle(o.recovery);
   group.onLost = (why) => {
     // without the group this node can no longer agree with the others: stop rather than diverge

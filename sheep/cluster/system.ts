@@ -43,6 +43,8 @@ export class System {
     readonly log: Logger,
     /** the cluster key: peer connections prove it, and cluster messages are sealed with it */
     clusterKey: Buffer | null = null,
+    /** peer connections run TLS keyed from the cluster key */
+    peerTls = false,
   ) {
     // what the gateway and recovery need to know about the cluster, in one place
     const placement = {
@@ -51,7 +53,7 @@ export class System {
       nodes: () => this.members,
       copies: (oid: bigint) => this.vdis.get(oidToVid(oid))?.nrCopies || this.config?.copies || 1,
       objectSize: (oid: bigint) => objectSize(this, oid),
-      clusterKey,
+      peerAuth: { key: clusterKey, tls: peerTls },
     };
     this.gateway = new Gateway(store, { ...placement, membershipChange: (ms) => this.membershipChange(ms), ioAllowed: () => this.ioAllowed() }, log);
     this.vdis = new VdiTable(this.gateway, log);

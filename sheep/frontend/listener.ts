@@ -2,6 +2,8 @@
 // op table, and answers each as soon as it completes (out of order, matched by id).
 
 import net from 'node:net';
+import tls from 'node:tls';
+import { TLS_CIPHERS, roleOfTlsIdentity, tlsPsk, type Role } from '../../lib/auth.js';
 import { SocketServer, type Admission, type Admitted } from './net-listen.js';
 import type { ByteBudget } from './admission.js';
 import { Flag, Res, SdError, SD_PROTO_VER, decodePrefix, encodeRsp, opName, resultName } from '../../lib/proto.js';
@@ -18,6 +20,8 @@ const MAX_UNSENT_BYTES = 64 * 1024 * 1024;
 
 /** A connection that sends nothing for this long is closed (it holds a descriptor for nothing). */
 export const IDLE_TIMEOUT_MS = 120_000;
+const TLS_HANDSHAKE = 0x16;
+const TLS_HANDSHAKE_MS = 10_000;
 /** A connection let in on the reserve must authenticate within this time. */
 const RESERVE_AUTH_MS = 5_000;
 /** A payload that stops arriving half way holds budget: the connection is closed after this. */
@@ -33,11 +37,14 @@ export interface ListenerOptions {
 export class Listener extends SocketServer {
   private readonly access: Access;
   private readonly budget: ByteBudget;
+  /** the TLS pre-shared key derived from the cluster key (peer TLS) */
+  private readonly tlsKey: Buffer | null;
 
   constructor(private readonly sys: System, private readonly log: Logger, o: ListenerOptions) {
     super(o.admission);
     this.access = o.access;
     this.budget = o.budget;
+    this.tlsKey = o.access.key ? tlsPsk(o.access.key) : null;
   }
 
   async listenTcp(host: string | undefined, port: number): Promise<number> {
@@ -51,9 +58,48 @@ export class Listener extends SocketServer {
     this.log.info({ path }, 'listening on unix socket');
   }
 
-  protected accept(sock: net.Socket, admitted: Admitted): void {
-    const peer = sock.remoteAddress ? `${sock.remoteAddress.replace(/^::ffff:/, '')}:${sock.remotePort}` : 'unix';
-    const conn: Conn = { peer, role: this.access.key ? 'client' : 'admin', challenge: null, onAuthenticated: () => this.promote(sock) };
+  protected accept(raw: net.Socket, admitted: Admitted): void {
+    const peer = raw.remoteAddress ? `${raw.remoteAddress.replace(/^::ffff:/, '')}:${raw.remotePort}` : 'unix';
+    const key = this.access.key;
+    if (!key) return this.serve(raw, raw, admitted, peer, 'admin');
+    // with a key, a connection may open with a TLS handshake (peer TLS) instead of a request: a
+    // request starts with proto_ver (0..2), a TLS record with 0x16
+    const silent = () => { this.admission.refusals.refuse(peer, 'idle connection closed'); raw.destroy(); };
+    raw.setTimeout(IDLE_TIMEOUT_MS, silent);
+    raw.once('data', (first: Buffer) => {
+      raw.off('timeout', silent);
+      raw.setTimeout(0);
+      raw.pause();
+      raw.unshift(first);
+      if (first[0] !== TLS_HANDSHAKE) return this.serve(raw, raw, admitted, peer, 'client');
+      let identity = '';
+      // pskCallback is a TLSSocket option at run time; @types/node lists it for tls.Server only
+      const opts: tls.TLSSocketOptions & { pskCallback: (s: tls.TLSSocket, id: string) => Buffer | null } = {
+        isServer: true, minVersion: 'TLSv1.3', ciphers: TLS_CIPHERS,
+        pskCallback: (_s, id) => { identity = id; return roleOfTlsIdentity(id) ? this.tlsKey : null; },
+      };
+      const t = new tls.TLSSocket(raw, opts);
+      const timer = setTimeout(() => t.destroy(new Error('TLS handshake timed out')), TLS_HANDSHAKE_MS);
+      t.once('error', (e) => {
+        clearTimeout(timer);
+        this.admission.refusals.refuse(peer, `TLS handshake failed: ${e.message}`, { identity });
+        raw.destroy();
+      });
+      t.once('secure', () => {
+        clearTimeout(timer);
+        t.removeAllListeners('error');
+        // the handshake proved the cluster key on both sides: the identity names the role
+        const role = roleOfTlsIdentity(identity) ?? 'client';
+        if (role !== 'client') this.promote(raw);
+        this.log.debug({ peer, role, cipher: t.getCipher().name }, 'TLS connection authenticated');
+        this.serve(t, raw, admitted, peer, role);
+      });
+    });
+  }
+
+  /** Serves requests on `sock` (the TLS socket over `raw`, or `raw` itself) for a connection of `role`. */
+  private serve(sock: net.Socket, raw: net.Socket, admitted: Admitted, peer: string, role: Role): void {
+    const conn: Conn = { peer, role, challenge: null, onAuthenticated: () => this.promote(raw) };
     let inflight = 0;
     let paused = false;
     /** a request whose bytes wait for room in the budget: nothing more is read until it has it */
@@ -134,6 +180,7 @@ export class Listener extends SocketServer {
       current = null;
     });
     sock.on('error', (e) => this.log.debug({ peer, err: e.message }, 'connection error'));
+    sock.resume();
   }
 
   private async dispatch(hdr: Buffer, data: Buffer, conn: Conn): Promise<OpReply> {

@@ -9,6 +9,7 @@ import { ByteQueue } from '../../lib/byte-queue.js';
 import { SocketServer, type Admission } from './net-listen.js';
 import { listed } from './admission.js';
 import { localTransport } from '../vdi/object-io.js';
+import { loadNbdTls, upgradeToTls, type NbdTls, type NbdTlsOptions } from './nbd-tls.js';
 import type { System } from '../cluster/system.js';
 import type { Logger } from '../util/log.js';
 
@@ -23,7 +24,7 @@ const FLAG_FIXED_NEWSTYLE = 1, FLAG_NO_ZEROES = 2;
 const OPT = { EXPORT_NAME: 1, ABORT: 2, LIST: 3, STARTTLS: 5, INFO: 6, GO: 7, STRUCTURED_REPLY: 8, LIST_META_CONTEXT: 9, SET_META_CONTEXT: 10 } as const;
 const REP = { ACK: 1, SERVER: 2, INFO: 3, META_CONTEXT: 4 } as const;
 const ERR = 2 ** 31;
-const REP_ERR = { UNSUP: ERR + 1, POLICY: ERR + 2, INVALID: ERR + 3, UNKNOWN: ERR + 6, TOO_BIG: ERR + 9 } as const;
+const REP_ERR = { UNSUP: ERR + 1, POLICY: ERR + 2, INVALID: ERR + 3, TLS_REQD: ERR + 5, UNKNOWN: ERR + 6, TOO_BIG: ERR + 9 } as const;
 const INFO = { EXPORT: 0, NAME: 1, DESCRIPTION: 2, BLOCK_SIZE: 3 } as const;
 const TF = { HAS_FLAGS: 1, READ_ONLY: 2, SEND_FLUSH: 4, SEND_FUA: 8, SEND_TRIM: 32, SEND_WRITE_ZEROES: 64, SEND_CACHE: 1024 } as const;
 const CMD = { READ: 0, WRITE: 1, DISC: 2, FLUSH: 3, TRIM: 4, CACHE: 5, WRITE_ZEROES: 6, BLOCK_STATUS: 7 } as const;
@@ -39,6 +40,8 @@ const STATE_HOLE = 1, STATE_ZERO = 2;
 export const NBD_MAX_REQUEST = 32 * 1024 * 1024;
 const MAX_OPTION_LENGTH = 64 * 1024;
 const MAX_INFLIGHT = 64;
+/** A client that has not reached transmission by then (TLS handshake included) is dropped. */
+const NEGOTIATION_TIMEOUT_MS = 60_000;
 
 export interface NbdConfig {
   /** clients from these networks are refused (checked first) */
@@ -47,6 +50,8 @@ export interface NbdConfig {
   allow: net.BlockList | null;
   /** exports (VDI names) served read-only whatever the client asks */
   readonly: Set<string>;
+  /** --nbd-tls*: NBD_OPT_STARTTLS offered ('on') or demanded ('require') */
+  tls?: NbdTlsOptions;
 }
 
 class ConnectionClosed extends Error {}
@@ -56,15 +61,39 @@ class SocketReader {
   private readonly q = new ByteQueue();
   private waiter: (() => void) | null = null;
   private closed = false;
+  private sock: net.Socket;
+  private readonly onData = (d: Buffer): void => {
+    this.q.push(d);
+    if (this.q.length > 2 * NBD_MAX_REQUEST) this.sock.pause();
+    this.wake();
+  };
+  private readonly onEnd = (): void => { this.closed = true; this.wake(); };
 
-  constructor(private readonly sock: net.Socket) {
-    sock.on('data', (d: Buffer) => {
-      this.q.push(d);
-      if (this.q.length > 2 * NBD_MAX_REQUEST) sock.pause();
-      this.wake();
-    });
-    sock.on('close', () => { this.closed = true; this.wake(); });
-    sock.on('error', () => { this.closed = true; this.wake(); });
+  constructor(sock: net.Socket) {
+    this.sock = sock;
+    this.listen(sock, true);
+  }
+
+  private listen(sock: net.Socket, on: boolean): void {
+    const m = on ? 'on' : 'off';
+    sock[m]('data', this.onData);
+    sock[m]('close', this.onEnd);
+    sock[m]('error', this.onEnd);
+  }
+
+  /** Bytes received but not yet read. */
+  get buffered(): number {
+    return this.q.length;
+  }
+
+  /** STARTTLS: stops reading the plain socket (left paused for TLS to take over) and reads `next` instead. */
+  swap(next: net.Socket | null): void {
+    this.listen(this.sock, false);
+    this.sock.pause();
+    if (next) {
+      this.sock = next;
+      this.listen(next, true);
+    }
   }
 
   private wake(): void {
@@ -108,9 +137,16 @@ function errnoOf(e: unknown): number {
 }
 
 export class NbdServer extends SocketServer {
+  private readonly tls: NbdTls | null;
+
   constructor(private readonly sys: System, private readonly cfg: NbdConfig, private readonly log: Logger, admission: Admission) {
     // NBD clients never authenticate: they may not use the connections kept for collie and peers
     super({ ...admission, filter: null, useReserve: false });
+    // read here so that bad TLS files stop the start-up with a message
+    this.tls = loadNbdTls(cfg.tls ?? {});
+    if (this.tls) {
+      this.log.info({ mode: this.tls.mode, psk: this.tls.psk !== null, clientCerts: this.tls.verifyClient }, 'NBD TLS enabled');
+    }
   }
 
   async listenTcp(host: string | undefined, port: number): Promise<void> {
@@ -128,7 +164,7 @@ export class NbdServer extends SocketServer {
     const peer = addr ? `${addr}:${sock.remotePort}` : 'unix';
     const refused = this.refusal(sock.remoteAddress);
     if (refused) this.log.warn({ peer, why: refused }, 'NBD client refused by the access list');
-    void new NbdSession(this.sys, this.cfg, this.log, sock, peer, refused).run();
+    void new NbdSession(this.sys, this.cfg, this.tls, this.log, sock, peer, refused).run();
   }
 
   /** Why this address may not use the export, or null when it may. Unix socket clients are local. */
@@ -148,27 +184,37 @@ class NbdSession {
   private exp: Export | null = null;
   private inflight = 0;
   private slot: (() => void) | null = null;
+  /** the plain socket until STARTTLS, then the TLS socket over it */
+  private sock: net.Socket;
+  private tlsUp = false;
 
   constructor(
     private readonly sys: System,
     private readonly cfg: NbdConfig,
+    private readonly tls: NbdTls | null,
     private readonly log: Logger,
-    private readonly sock: net.Socket,
+    private readonly raw: net.Socket,
     private readonly peer: string,
     private readonly refused: string | null,
   ) {
-    this.r = new SocketReader(sock);
+    this.sock = raw;
+    this.r = new SocketReader(raw);
   }
 
   async run(): Promise<void> {
+    const timer = setTimeout(() => {
+      this.log.warn({ peer: this.peer }, 'NBD client did not finish negotiating in time: closing');
+      this.raw.destroy();
+    }, NEGOTIATION_TIMEOUT_MS);
     try {
-      if (await this.handshake()) await this.transmission();
+      const go = await this.handshake().finally(() => clearTimeout(timer));
+      if (go) await this.transmission();
     } catch (e) {
       if (!(e instanceof ConnectionClosed)) this.log.warn({ peer: this.peer, err: (e as Error).message }, 'NBD connection dropped');
     } finally {
       await this.release();
       this.sock.end();
-      setTimeout(() => this.sock.destroy(), 1000).unref();
+      setTimeout(() => { this.sock.destroy(); this.raw.destroy(); }, 1000).unref();
     }
   }
 
@@ -201,6 +247,14 @@ class NbdSession {
         continue;
       }
       const data = len ? await this.r.read(len) : Buffer.alloc(0);
+      if (this.tls?.mode === 'require' && !this.tlsUp && opt !== OPT.STARTTLS && opt !== OPT.ABORT) {
+        if (opt === OPT.EXPORT_NAME) {
+          this.log.info({ peer: this.peer }, 'NBD client asked for an export without TLS: closing');
+          return false; // no error reply exists for EXPORT_NAME
+        }
+        this.optError(opt, REP_ERR.TLS_REQD, 'TLS is required: send NBD_OPT_STARTTLS first');
+        continue;
+      }
       if (this.refused) {
         if (opt === OPT.ABORT) { this.optReply(opt, REP.ACK); return false; }
         if (opt === OPT.EXPORT_NAME) return false;
@@ -250,12 +304,34 @@ class NbdSession {
           return true;
         }
         case OPT.STARTTLS:
-          this.optError(opt, REP_ERR.POLICY, 'TLS is not offered by this server');
+          await this.startTls(opt, len);
           break;
         default:
           this.optError(opt, REP_ERR.UNSUP, `option ${opt} is not supported`);
       }
     }
+  }
+
+  private async startTls(opt: number, len: number): Promise<void> {
+    const cfg = this.tls;
+    if (!cfg) { this.optError(opt, REP_ERR.POLICY, 'TLS is not offered by this server'); return; }
+    if (this.tlsUp) { this.optError(opt, REP_ERR.INVALID, 'TLS is already active'); return; }
+    if (len) { this.optError(opt, REP_ERR.INVALID, 'NBD_OPT_STARTTLS takes no data'); return; }
+    this.optReply(opt, REP.ACK);
+    // the client must wait for the ACK; bytes already here would be plaintext mixed into the TLS stream
+    if (this.r.buffered) throw new Error('client sent data before the STARTTLS reply');
+    this.r.swap(null);
+    let peer;
+    try {
+      peer = await upgradeToTls(this.raw, cfg);
+    } catch (e) {
+      this.log.warn({ peer: this.peer, err: (e as Error).message }, 'NBD TLS handshake refused');
+      throw new ConnectionClosed();
+    }
+    this.sock = peer.sock;
+    this.tlsUp = true;
+    this.r.swap(peer.sock);
+    this.log.info({ peer: this.peer, identity: peer.identity, protocol: peer.protocol, cipher: peer.cipher }, 'NBD TLS session started');
   }
 
   private async discard(n: number): Promise<void> {

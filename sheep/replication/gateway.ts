@@ -6,7 +6,7 @@
 // first, so clients never wait for background recovery.
 
 import type { SheepClient } from '../../lib/client.js';
-import { connectPeer } from './peer-connect.js';
+import { connectPeer, type PeerAuth } from './peer-connect.js';
 import { Op, Flag, Res, SdError, encodeObjReq } from '../../lib/proto.js';
 import { Ring } from '../../lib/ring.js';
 import type { ObjectStore } from '../store/store.js';
@@ -34,8 +34,8 @@ export interface GatewayContext {
   membershipChange(ms: number): Promise<void>;
   /** throws WAIT_FOR_JOIN or HALT while the cluster may not do object I/O */
   ioAllowed(): void;
-  /** the cluster key peer connections prove (null: none) */
-  readonly clusterKey: Buffer | null;
+  /** how connections to other sheep prove the cluster key */
+  readonly peerAuth: PeerAuth;
 }
 
 /** Errors after which the same request may succeed on the next epoch. */
@@ -48,10 +48,10 @@ const RETRY_FOR_MS = 60_000;
 class PeerLink {
   private small: Promise<SheepClient> | null = null;
   private big: Promise<SheepClient> | null = null;
-  constructor(readonly node: NodeInfo, private readonly key: Buffer | null) {}
+  constructor(readonly node: NodeInfo, private readonly auth: PeerAuth) {}
 
   private conn(big: boolean): Promise<SheepClient> {
-    const make = () => connectPeer(this.node, this.key, 5000);
+    const make = () => connectPeer(this.node, this.auth, 5000);
     if (big) return (this.big ??= make());
     return (this.small ??= make());
   }
@@ -123,7 +123,7 @@ export class Gateway implements ObjectIo {
 
   private peer(n: NodeInfo): PeerLink {
     let p = this.peers.get(n.nid);
-    if (!p) this.peers.set(n.nid, (p = new PeerLink(n, this.ctx.clusterKey)));
+    if (!p) this.peers.set(n.nid, (p = new PeerLink(n, this.ctx.peerAuth)));
     return p;
   }
 

@@ -8,7 +8,7 @@
 import { pack, unpack } from 'msgpackr';
 import { Op, Res, SdError, encodeObjReq, encodePlainReq } from '../../lib/proto.js';
 import type { SheepClient } from '../../lib/client.js';
-import { connectPeer } from './peer-connect.js';
+import { connectPeer, type PeerAuth } from './peer-connect.js';
 import { Ring } from '../../lib/ring.js';
 import { oidKind, oidToVid, oidHex, parseOidHex } from '../../lib/oid.js';
 import type { ObjectStore } from '../store/store.js';
@@ -24,8 +24,8 @@ export interface RecoveryContext {
   objectSize(oid: bigint): number;
   /** the VDI an object belongs to was deleted: its objects must not come back */
   deletedVdi(vid: number): boolean;
-  /** the cluster key peer connections prove (null: none) */
-  readonly clusterKey: Buffer | null;
+  /** how connections to other sheep prove the cluster key */
+  readonly peerAuth: PeerAuth;
 }
 
 
@@ -142,7 +142,7 @@ export class Recovery {
     for (;;) {
       this.current(gen);
       try {
-        c = await connectPeer(n, this.ctx.clusterKey, 5000);
+        c = await connectPeer(n, this.ctx.peerAuth, 5000);
         break;
       } catch (e) {
         if (Date.now() > deadline) throw e;

@@ -66,33 +66,47 @@ interface Config {
   label: string;
   nodes: number;
   copies: number;
+  /** NBD only over TLS (pre-shared key): its cost against the same cluster in plaintext */
+  nbdTls?: boolean;
+  /** a cluster key and encrypted sheep-to-sheep connections (--peer-tls) */
+  peerTls?: boolean;
 }
 
 const CONFIGS: Config[] = [
   { label: '1 node / 1 copy', nodes: 1, copies: 1 },
   { label: '3 nodes / 3 copies', nodes: 3, copies: 3 },
+  { label: '1 node / 1 copy, NBD over TLS (PSK)', nodes: 1, copies: 1, nbdTls: true },
+  { label: '3 nodes / 3 copies, peer TLS', nodes: 3, copies: 3, peerTls: true },
 ];
 
 /** Targets from the original Sheepdog 1.0 (C) on this kind of machine: 3 nodes, 3 copies, one disk. */
 const SHEEPDOG_1_0 = { newVdi: 105, overwrite: 170, read: 300 };
 
-async function startCluster(work: string, cfg: Config, nbdPort: number): Promise<SheepProcess[]> {
+/** Credentials of the encrypted configurations, made once per run. */
+interface Secrets { keyFile: string; pskFile: string }
+
+async function startCluster(work: string, cfg: Config, nbdPort: number, sec: Secrets): Promise<SheepProcess[]> {
   const sheep: SheepProcess[] = [];
+  const tag = `${cfg.nodes}${cfg.nbdTls ? 't' : ''}${cfg.peerTls ? 'p' : ''}`;
   for (let i = 0; i < cfg.nodes; i++) {
-    const args = ['-c', `local:${work}/cluster-${cfg.nodes}`, '-z', String(i), '-l', 'warn'];
+    const args = ['-c', `local:${work}/cluster-${tag}`, '-z', String(i), '-l', 'warn'];
     if (i === 0) args.push('--nbd', `127.0.0.1:${nbdPort}`);
-    sheep.push(await new SheepProcess(path.join(work, `c${cfg.nodes}-s${i}`), await freePort(), args).start());
+    if (i === 0 && cfg.nbdTls) args.push('--nbd-tls', 'require', '--nbd-tls-psk', sec.pskFile);
+    if (cfg.peerTls) args.push('--cluster-key', sec.keyFile, '--peer-tls');
+    sheep.push(await new SheepProcess(path.join(work, `c${tag}-s${i}`), await freePort(), args).start());
   }
   const c = await SheepClient.connect({ port: sheep[0].port });
+  if (cfg.peerTls) await c.authenticate(Buffer.from((await fs.readFile(sec.keyFile, 'utf8')).trim(), 'hex'), 'admin');
   await c.control(Op.MAKE_FS, { copies: cfg.copies });
   await c.newVdi('bench', BigInt(GIB));
   c.close();
   return sheep;
 }
 
-async function collieTimes(port: number, data: string): Promise<{ newVdi: number; overwrite: number; read: number }> {
+async function collieTimes(port: number, data: string, keyFile?: string): Promise<{ newVdi: number; overwrite: number; read: number }> {
+  const k = keyFile ? ['-k', keyFile] : [];
   const ck = async (args: string[], input?: { file: string }) => {
-    const r = await collie(port, args, input);
+    const r = await collie(port, [...args, ...k], input);
     if (r.code !== 0) throw new Error(`collie ${args.join(' ')}: ${r.stderr}`);
   };
   await ck(['vdi', 'create', 'cli', '256M']);
@@ -101,7 +115,7 @@ async function collieTimes(port: number, data: string): Promise<{ newVdi: number
   settle();
   const tOver = await timeIt(() => ck(['vdi', 'write', 'cli'], { file: data }));
   settle();
-  const tRead = await timeIt(async () => { await run('/bin/sh', ['-c', `node "${path.join(ROOT, 'dist/collie/main.js')}" vdi read cli -p ${port} > /dev/null`]); });
+  const tRead = await timeIt(async () => { await run('/bin/sh', ['-c', `node "${path.join(ROOT, 'dist/collie/main.js')}" vdi read cli -p ${port} ${k.join(' ')} > /dev/null`]); });
   const mbps = (t: number) => (256 * MB) / 1e6 / t;
   return { newVdi: mbps(tNew), overwrite: mbps(tOver), read: mbps(tRead) };
 }
@@ -129,13 +143,17 @@ async function main(): Promise<void> {
     const base = await workloads(`nbd://127.0.0.1:${qport}/bench`);
     q.kill('SIGTERM');
 
+    const sec: Secrets = { keyFile: path.join(work, 'cluster.key'), pskFile: path.join(work, 'nbd.psk') };
+    await run(process.execPath, [path.join(ROOT, 'dist/collie/main.js'), 'cluster', 'keygen', sec.keyFile]);
+    await fs.writeFile(sec.pskFile, `bench:${crypto.randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
     const results: Array<{ cfg: Config; nbd: Record<string, FioResult>; cli: { newVdi: number; overwrite: number; read: number } }> = [];
     for (const cfg of CONFIGS) {
       const nbdPort = await freePort();
-      const sheep = await startCluster(work, cfg, nbdPort);
+      const sheep = await startCluster(work, cfg, nbdPort, sec);
       all.push(...sheep);
-      const nbd = await workloads(`nbd://127.0.0.1:${nbdPort}/bench`);
-      const cli = await collieTimes(sheep[0].port, data);
+      const uri = cfg.nbdTls ? `nbds://bench@127.0.0.1:${nbdPort}/bench?tls-psk-file=${sec.pskFile}` : `nbd://127.0.0.1:${nbdPort}/bench`;
+      const nbd = await workloads(uri);
+      const cli = await collieTimes(sheep[0].port, data, cfg.peerTls ? sec.keyFile : undefined);
       results.push({ cfg, nbd, cli });
       for (const s of sheep) await s.stop();
     }
@@ -160,13 +178,30 @@ async function main(): Promise<void> {
     console.log('| cluster | write into a new VDI | overwrite | read |');
     console.log('|---|---:|---:|---:|');
     for (const r of results) console.log(`| ${r.cfg.label} | ${f1(r.cli.newVdi)} | ${f1(r.cli.overwrite)} | ${f1(r.cli.read)} |`);
-    const three = results.find((r) => r.cfg.nodes === 3)!.cli;
+    console.log('');
+    console.log('Cost of encryption, measured in this run (encrypted / plaintext, same cluster shape):');
+    console.log('');
+    console.log('| what | workload | plaintext MB/s | encrypted MB/s | plaintext IOPS | encrypted IOPS | ratio |');
+    console.log('|---|---|---:|---:|---:|---:|---:|');
+    for (const r of results.filter((x) => x.cfg.nbdTls || x.cfg.peerTls)) {
+      const plain = results.find((x) => x.cfg.nodes === r.cfg.nodes && !x.cfg.nbdTls && !x.cfg.peerTls)!;
+      const what = r.cfg.nbdTls ? 'NBD TLS 1.3 PSK, 1 node' : 'peer TLS, 3 nodes / 3 copies';
+      for (const w of Object.keys(r.nbd)) {
+        const e = r.nbd[w], p = plain.nbd[w];
+        console.log(`| ${what} | ${w} | ${f1(p.mbps)} | ${f1(e.mbps)} | ${Math.round(p.iops)} | ${Math.round(e.iops)} | ${ratio(e.iops, p.iops)} |`);
+      }
+      if (r.cfg.peerTls) {
+        console.log(`| ${what} | collie vdi write, new VDI | ${f1(plain.cli.newVdi)} | ${f1(r.cli.newVdi)} | | | ${ratio(r.cli.newVdi, plain.cli.newVdi)} |`);
+        console.log(`| ${what} | collie vdi read | ${f1(plain.cli.read)} | ${f1(r.cli.read)} | | | ${ratio(r.cli.read, plain.cli.read)} |`);
+      }
+    }
+    const three = results.find((r) => r.cfg.nodes === 3 && !r.cfg.peerTls)!.cli;
     console.log(`| Sheepdog 1.0, 3 nodes / 3 copies | ${SHEEPDOG_1_0.newVdi} | ${SHEEPDOG_1_0.overwrite} | ${SHEEPDOG_1_0.read} |`);
     console.log(`| ratio (3 nodes) | ${ratio(three.newVdi, SHEEPDOG_1_0.newVdi)} | ${ratio(three.overwrite, SHEEPDOG_1_0.overwrite)} | ${ratio(three.read, SHEEPDOG_1_0.read)} |`);
   } finally {
     for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
     for (const s of all) await s.stop();
-    for (const cfg of CONFIGS) await stopSequencer(`${work}/cluster-${cfg.nodes}`);
+    for (const cfg of CONFIGS) await stopSequencer(`${work}/cluster-${cfg.nodes}${cfg.nbdTls ? 't' : ''}${cfg.peerTls ? 'p' : ''}`);
     await fs.rm(work, { recursive: true, force: true });
   }
 }

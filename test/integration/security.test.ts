@@ -293,3 +293,47 @@ test('connections beyond the limit are closed, and collie still gets in on the r
     await stopSequencer(`${root}/c5`);
   }
 });
+
+test('with --peer-tls sheep talk to each other over TLS keyed from the cluster key, and data is replicated', async () => {
+  const sheep: SheepProcess[] = [];
+  try {
+    for (let i = 0; i < 3; i++) {
+      sheep.push(await new SheepProcess(path.join(root, `ptls${i}`), await freePort(),
+        ['--cluster-key', keyFile, '--peer-tls', '-c', `local:${root}/c6`, '-z', String(i), '-l', 'debug']).start());
+    }
+    const k = ['-k', keyFile];
+    assert.equal((await collie(sheep[0].port, ['cluster', 'format', '-c', '3', '-f', ...k])).code, 0);
+    assert.equal((await collie(sheep[0].port, ['vdi', 'create', 'enc', '8M', ...k])).code, 0);
+    const data = crypto.randomBytes(8 * 1024 * 1024);
+    const w = await collie(sheep[0].port, ['vdi', 'write', 'enc', ...k], data);
+    assert.equal(w.code, 0, w.stderr);
+    const want = crypto.createHash('sha256').update(data).digest('hex');
+    for (const t of sheep) assert.equal((await collieHash(t.port, ['vdi', 'read', 'enc', ...k])).sha256, want);
+    // every object has its 3 copies, written over the encrypted peer connections
+    const objs = await Promise.all(sheep.map(async (t) => (await fs.readdir(path.join(t.dir, 'obj'))).filter((f) => !f.startsWith('.')).length));
+    assert.ok(objs.every((n) => n === objs[0] && n > 1), `objects per store: ${objs}`);
+    let tls = 0, challenge = 0;
+    for (const t of sheep) {
+      const log = await fs.readFile(path.join(t.dir, 'sheep.log'), 'utf8');
+      tls += (log.match(/"role":"peer".*TLS connection authenticated/g) ?? []).length;
+      challenge += (log.match(/"role":"peer".*"msg":"connection authenticated"/g) ?? []).length;
+    }
+    assert.ok(tls >= 2, `peer TLS connections: ${tls}`);
+    assert.equal(challenge, 0, 'no peer connection used the plaintext challenge-response');
+  } finally {
+    for (const t of sheep) await t.stop();
+    await stopSequencer(`${root}/c6`);
+  }
+});
+
+test('a TLS connection with a key derived from another cluster key is refused', async () => {
+  const other = Buffer.from((await fs.readFile(otherKey, 'utf8')).trim(), 'hex');
+  const { tlsPsk, TLS_IDENTITY } = await import('../../lib/auth.js');
+  await assert.rejects(SheepClient.connect({ port: s.port, tls: { psk: tlsPsk(other), identity: TLS_IDENTITY.admin } }, 3000));
+  const ok = await SheepClient.connect({ port: s.port, tls: { psk: tlsPsk(Buffer.from((await fs.readFile(keyFile, 'utf8')).trim(), 'hex')), identity: TLS_IDENTITY.admin } });
+  try {
+    assert.equal((await ok.control<{ status: string }>(Op.STAT_CLUSTER)).status, 'running');
+  } finally {
+    ok.close();
+  }
+});
