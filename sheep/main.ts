@@ -309,7 +309,7 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
     if (o.socketGroup) await chgrp(o.socket, o.socketGroup);
   }
   if (nbdAddr || o.nbdSocket) {
-    const nbd = new NbdServer(sys, nbdCfg, log, { ...admission, filter: null, useReserve: false });
+    const nbd = new NbdServer(sys, nbdCfg, log, { ...admission, filter: null, useReserve: false }, budget);
     parts.nbd = nbd;
     if (nbdAddr) await nbd.listenTcp(nbdAddr.host, nbdAddr.port);
     if (o.nbdSocket) {

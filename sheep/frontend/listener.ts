@@ -5,7 +5,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { TLS_CIPHERS, roleOfTlsIdentity, tlsPsk, type Role } from '../../lib/auth.js';
 import { SocketServer, type Admission, type Admitted } from './net-listen.js';
-import type { ByteBudget } from './admission.js';
+import { ByteBudget } from './admission.js';
 import { Flag, Res, SdError, SD_PROTO_VER, decodePrefix, encodeRsp, opName, resultName } from '../../lib/proto.js';
 import { FrameReader } from '../../lib/frame.js';
 import { OPS, mayUse, type Access, type Conn, type OpReply, type OpRequest } from './ops.js';
@@ -22,6 +22,8 @@ const MAX_UNSENT_BYTES = 64 * 1024 * 1024;
 export const IDLE_TIMEOUT_MS = 120_000;
 const TLS_HANDSHAKE = 0x16;
 const TLS_HANDSHAKE_MS = 10_000;
+/** Request and reply bytes one connection may hold: a client that stops reading holds no more. */
+const PER_CONNECTION_BYTES = 64 * 1024 * 1024;
 /** A connection let in on the reserve must authenticate within this time. */
 const RESERVE_AUTH_MS = 5_000;
 /** A payload that stops arriving half way holds budget: the connection is closed after this. */
@@ -115,7 +117,21 @@ export class Listener extends SocketServer {
       sock.destroy();
     };
     // a connection that never sends a request is closed; one let in on the reserve must authenticate soon
-    sock.setTimeout(IDLE_TIMEOUT_MS, () => { if (inflight === 0) drop('idle connection closed'); });
+    // (idle: nothing read or written for that long; a client that stopped reading its replies is idle too)
+    sock.setTimeout(IDLE_TIMEOUT_MS, () => {
+      if (inflight === 0) drop('idle connection closed');
+      else if (sock.writableLength > 0) drop('client stopped reading its replies');
+    });
+    /** this connection's share of the budget: one slow reader cannot hold all of it */
+    const own = new ByteBudget(PER_CONNECTION_BYTES, 0);
+    const privileged = () => conn.role !== 'client';
+    /** both budgets, this connection's first; null when both had room at once */
+    const acquire = (n: number): Promise<void> | null => {
+      const mine = own.acquire(n, true);
+      if (!mine) return this.budget.acquire(n, privileged());
+      return mine.then(() => this.budget.acquire(n, privileged()) ?? undefined);
+    };
+    const release = (n: number) => { own.release(n); this.budget.release(n); };
     const reserveTimer = admitted === 'reserve'
       ? setTimeout(() => { if (conn.role === 'client') drop('connection on the reserve did not authenticate'); }, RESERVE_AUTH_MS)
       : null;
@@ -131,7 +147,7 @@ export class Listener extends SocketServer {
       }
       // the bytes this request holds: its payload, or the reply it asks for (bounded by the op's checks)
       const bytes = Math.min(Math.max(payload, p.dataLength), MAX_DATA_LENGTH);
-      const wait = bytes ? this.budget.acquire(bytes, conn.role !== 'client') : null;
+      const wait = bytes ? acquire(bytes) : null;
       const cur = { bytes, wait, acquired: !wait };
       current = cur;
       if (wait) {
@@ -141,7 +157,7 @@ export class Listener extends SocketServer {
         throttle();
         void wait.then(() => {
           cur.acquired = true;
-          if (sock.destroyed && current === cur) this.budget.release(bytes); // it will never be dispatched
+          if (sock.destroyed && current === cur) release(bytes); // it will never be dispatched
           else go();
         });
       }
@@ -157,8 +173,10 @@ export class Listener extends SocketServer {
         .then(() => this.dispatch(hdr, data, conn))
         .then((rep) => {
           inflight--;
-          if (!sock.destroyed) this.send(sock, hdr, rep);
-          if (cur.bytes) this.budget.release(cur.bytes);
+          // the bytes stay charged until the reply left for the kernel: unread replies count too
+          const done = () => { if (cur.bytes) release(cur.bytes); };
+          if (!sock.destroyed) this.send(sock, hdr, rep, done);
+          else done();
           throttle();
         });
     });
@@ -176,7 +194,7 @@ export class Listener extends SocketServer {
       if (reserveTimer) clearTimeout(reserveTimer);
       if (payloadTimer) clearTimeout(payloadTimer);
       // a request whose payload never came holds its bytes (once it got them): give them back
-      if (current?.acquired && current.bytes) this.budget.release(current.bytes);
+      if (current?.acquired && current.bytes) release(current.bytes);
       current = null;
     });
     sock.on('error', (e) => this.log.debug({ peer, err: e.message }, 'connection error'));
@@ -212,7 +230,8 @@ export class Listener extends SocketServer {
     }
   }
 
-  private send(sock: net.Socket, reqHdr: Buffer, rep: OpReply): void {
+  /** Writes a reply; `written` runs once it left for the kernel (or the connection died). */
+  private send(sock: net.Socket, reqHdr: Buffer, rep: OpReply, written?: () => void): void {
     const result = rep.result ?? Res.SUCCESS;
     const data = result === Res.SUCCESS ? rep.data : undefined;
     const hdr = encodeRsp({
@@ -227,10 +246,10 @@ export class Listener extends SocketServer {
     if (data && data.length) {
       sock.cork();
       sock.write(hdr);
-      sock.write(data);
+      sock.write(data, written && (() => written()));
       sock.uncork();
     } else {
-      sock.write(hdr);
+      sock.write(hdr, written && (() => written()));
     }
   }
 }

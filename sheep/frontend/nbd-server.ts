@@ -7,7 +7,7 @@ import { Res, SdError } from '../../lib/proto.js';
 import { OpenVdi } from '../../lib/vdi-io.js';
 import { ByteQueue } from '../../lib/byte-queue.js';
 import { SocketServer, type Admission } from './net-listen.js';
-import { listed } from './admission.js';
+import { listed, type ByteBudget } from './admission.js';
 import { localTransport } from '../vdi/object-io.js';
 import { loadNbdTls, upgradeToTls, type NbdTls, type NbdTlsOptions } from './nbd-tls.js';
 import type { System } from '../cluster/system.js';
@@ -40,6 +40,8 @@ const STATE_HOLE = 1, STATE_ZERO = 2;
 export const NBD_MAX_REQUEST = 32 * 1024 * 1024;
 const MAX_OPTION_LENGTH = 64 * 1024;
 const MAX_INFLIGHT = 64;
+/** Reply bytes a client has not read: past this no new request is read from it. */
+const MAX_UNSENT_BYTES = 64 * 1024 * 1024;
 /** A client that has not reached transmission by then (TLS handshake included) is dropped. */
 const NEGOTIATION_TIMEOUT_MS = 60_000;
 
@@ -139,7 +141,14 @@ function errnoOf(e: unknown): number {
 export class NbdServer extends SocketServer {
   private readonly tls: NbdTls | null;
 
-  constructor(private readonly sys: System, private readonly cfg: NbdConfig, private readonly log: Logger, admission: Admission) {
+  constructor(
+    private readonly sys: System,
+    private readonly cfg: NbdConfig,
+    private readonly log: Logger,
+    admission: Admission,
+    /** request bytes held at once, shared with port 7000 */
+    private readonly budget: ByteBudget,
+  ) {
     // NBD clients never authenticate: they may not use the connections kept for collie and peers
     super({ ...admission, filter: null, useReserve: false });
     // read here so that bad TLS files stop the start-up with a message
@@ -164,7 +173,7 @@ export class NbdServer extends SocketServer {
     const peer = addr ? `${addr}:${sock.remotePort}` : 'unix';
     const refused = this.refusal(sock.remoteAddress);
     if (refused) this.log.warn({ peer, why: refused }, 'NBD client refused by the access list');
-    void new NbdSession(this.sys, this.cfg, this.tls, this.log, sock, peer, refused).run();
+    void new NbdSession(this.sys, this.cfg, this.tls, this.log, sock, peer, refused, this.budget).run();
   }
 
   /** Why this address may not use the export, or null when it may. Unix socket clients are local. */
@@ -196,6 +205,7 @@ class NbdSession {
     private readonly raw: net.Socket,
     private readonly peer: string,
     private readonly refused: string | null,
+    private readonly budget: ByteBudget,
   ) {
     this.sock = raw;
     this.r = new SocketReader(raw);
@@ -496,6 +506,10 @@ class NbdSession {
   private async transmission(): Promise<void> {
     for (;;) {
       while (this.inflight >= MAX_INFLIGHT) await new Promise<void>((r) => { this.slot = r; });
+      // a client that does not read its replies gets no more requests read (its replies stay bounded)
+      while (this.sock.writableLength > MAX_UNSENT_BYTES && !this.sock.destroyed) {
+        await new Promise<void>((r) => { this.sock.once('drain', r); this.sock.once('close', r); });
+      }
       const h = await this.r.read(28);
       if (h.readUInt32BE(0) !== REQUEST_MAGIC) throw new Error('bad request magic');
       const flags = h.readUInt16BE(4);
@@ -504,13 +518,22 @@ class NbdSession {
       const offset = Number(h.readBigUInt64BE(16));
       const length = h.readUInt32BE(24);
       let payload: Buffer | null = null;
+      if (type === CMD.WRITE && length > NBD_MAX_REQUEST) {
+        // the payload cannot be skipped safely at this size: answer and hang up
+        this.simpleReply(handle, E.OVERFLOW);
+        return;
+      }
+      // the bytes this request holds (its payload, or the data it reads) wait for room in the budget
+      const bytes = type === CMD.WRITE || type === CMD.READ ? Math.min(length, NBD_MAX_REQUEST) : 0;
+      const wait = bytes ? this.budget.acquire(bytes, false) : null;
+      if (wait) await wait;
       if (type === CMD.WRITE) {
-        if (length > NBD_MAX_REQUEST) {
-          // the payload cannot be skipped safely at this size: answer and hang up
-          this.simpleReply(handle, E.OVERFLOW);
-          return;
+        try {
+          payload = await this.r.read(length);
+        } catch (e) {
+          this.budget.release(bytes);
+          throw e;
         }
-        payload = await this.r.read(length);
       }
       if (type === CMD.DISC) {
         while (this.inflight) await new Promise<void>((r) => { this.slot = r; });
@@ -518,6 +541,7 @@ class NbdSession {
       }
       this.inflight++;
       void this.command(type, flags, handle, offset, length, payload).finally(() => {
+        if (bytes) this.budget.release(bytes);
         this.inflight--;
         const s = this.slot;
         this.slot = null;

@@ -44,7 +44,21 @@ function request(rnd: () => number): Buffer {
   return Buffer.concat([h, payload]);
 }
 
-async function worker(port: number, key: Buffer, count: number, seed: number, stats: { sent: number }): Promise<void> {
+interface Stats { sent: number; answered: number }
+
+/** Counts the replies in a byte stream of 48-byte headers with their data. */
+function replyCounter(stats: Stats): (d: Buffer) => void {
+  let buf: Buffer = Buffer.alloc(0);
+  return (d) => {
+    buf = buf.length ? Buffer.concat([buf, d]) : d;
+    while (buf.length >= SD_HEADER_SIZE && buf.length >= SD_HEADER_SIZE + buf.readUInt32LE(12)) {
+      buf = buf.subarray(SD_HEADER_SIZE + buf.readUInt32LE(12));
+      stats.answered++;
+    }
+  };
+}
+
+async function worker(port: number, key: Buffer, count: number, seed: number, stats: Stats): Promise<void> {
   let state = seed >>> 0;
   const rnd = () => { state = (state * 1103515245 + 12345) >>> 0; return state >>> 8; };
   while (count > 0) {
@@ -52,7 +66,7 @@ async function worker(port: number, key: Buffer, count: number, seed: number, st
     count -= batch;
     const sock = net.connect({ port, host: '127.0.0.1' });
     sock.on('error', () => undefined);
-    sock.on('data', () => undefined);
+    sock.on('data', replyCounter(stats));
     await new Promise((r) => { sock.once('connect', r); sock.once('error', r); });
     if (rnd() % 4 === 0 && !sock.destroyed) {
       // half of these authenticate first: the same garbage then reaches the admin and peer handlers
@@ -66,7 +80,7 @@ async function worker(port: number, key: Buffer, count: number, seed: number, st
           if (r[1] === Op.MAKE_FS || r[1] === Op.SHUTDOWN || r[1] === Op.REMOVE_PEER || r[1] === Op.WRITE_PEER || r[1] === Op.CREATE_AND_WRITE_PEER || r[1] === Op.DEL_VDI || r[1] === Op.WRITE_OBJ || r[1] === Op.CREATE_AND_WRITE_OBJ || r[1] === Op.DISCARD_OBJ || r[1] === Op.GET_VDI_ATTR || r[1] === Op.NEW_VDI) r[1] = Op.STAT_CLUSTER;
           const hdr = Buffer.from(r.subarray(0, SD_HEADER_SIZE));
           const payload = r.length > SD_HEADER_SIZE ? r.subarray(SD_HEADER_SIZE) : undefined;
-          reqs.push(c.send(hdr, payload).catch(() => undefined));
+          reqs.push(c.send(hdr, payload).then(() => { stats.answered++; }, () => undefined));
         }
         await Promise.race([Promise.all(reqs), new Promise((r) => setTimeout(r, 5000))]);
         c.close();
@@ -117,7 +131,7 @@ async function main(): Promise<void> {
     }
     const rss0 = rss(s.pid);
     let rssMax = rss0;
-    const stats = { sent: 0 };
+    const stats: Stats = { sent: 0, answered: 0 };
     const sampler = setInterval(() => { rssMax = Math.max(rssMax, rss(s.pid)); }, 200);
     const t0 = Date.now();
     const per = Math.ceil(N / WORKERS);
@@ -134,11 +148,13 @@ async function main(): Promise<void> {
     for (const n of names) after.push(alive ? (await collieHash(s.port, ['vdi', 'read', n, ...k])).sha256 : 'dead');
     const intact = after.every((h, i) => h === before[i]);
     const mb = (b: number) => (b / 1048576).toFixed(0);
-    console.log(`requests: ${stats.sent} in ${secs.toFixed(1)} s (${Math.round(stats.sent / secs)} requests/s), ${WORKERS} workers + a 1,500-connection flood`);
+    console.log(`requests: ${stats.sent} sent, ${stats.answered} answered, in ${secs.toFixed(1)} s (${Math.round(stats.sent / secs)} requests/s), ${WORKERS} workers + a 1,500-connection flood`);
     console.log(`daemon deaths: ${alive ? 0 : 1}`);
     console.log(`RSS: before ${mb(rss0)} MB, max ${mb(rssMax)} MB, after ${mb(rss1)} MB (after/before ${(rss1 / rss0).toFixed(2)}x)`);
     console.log(`VDIs byte-identical after the run: ${intact ? 'yes' : 'NO'} (${names.length} VDIs, sha256)`);
-    if (!alive || !intact) process.exitCode = 1;
+    const bounded = rss1 <= 2 * rss0;
+    console.log(`fuzz: ${alive && intact && bounded ? 'PASS' : 'FAIL'} (daemon up, VDIs intact, RSS after <= 2x before)`);
+    if (!alive || !intact || !bounded) process.exitCode = 1;
   } finally {
     await s.stop();
     await stopSequencer(`${root}/cluster`);

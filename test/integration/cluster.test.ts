@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { SheepProcess, freePort, tempDir, collie, stopSequencer } from '../helpers/sheep.js';
+import { SheepProcess, freePort, tempDir, collie, run, stopSequencer, COLLIE } from '../helpers/sheep.js';
 import { startCorosync, corosyncAvailable, type Corosync } from '../helpers/corosync.js';
 import { cpgAvailable } from '../../native/cpg.js';
 import { SheepClient } from '../../lib/client.js';
@@ -307,5 +307,30 @@ test('on corosync a sheep left without a majority of the last epoch halts I/O, a
     assert.ok(r.stdout.equals(data));
   } finally {
     await a.stop();
+  }
+});
+
+test('on corosync a sheep with another cluster key is refused before it gets any cluster state; the right key joins', { skip: coroSkip }, async () => {
+  const base = await tempDir('corokey-');
+  const corosync = await startCorosync();
+  const spec = `corosync:sheepkey-${crypto.randomBytes(4).toString('hex')}`;
+  const keys = [path.join(base, 'a.key'), path.join(base, 'b.key')];
+  for (const k of keys) assert.equal((await run(process.execPath, [COLLIE, 'cluster', 'keygen', k])).code, 0);
+  const started: SheepProcess[] = [];
+  try {
+    const first = await new SheepProcess(path.join(base, 's0'), await freePort(), ['-c', spec, '-z', '0', '--cluster-key', keys[0]]).start();
+    started.push(first);
+    assert.equal((await collie(first.port, ['cluster', 'format', '-c', '1', '-f', '-k', keys[0]])).code, 0);
+    const intruder = new SheepProcess(path.join(base, 'x'), await freePort(), ['-c', spec, '-z', '9', '--cluster-key', keys[1]]);
+    await assert.rejects(intruder.start(), /the cluster refused this node: wrong cluster key: the sender uses a different cluster key/);
+    await assert.rejects(fs.stat(path.join(base, 'x', 'config')), 'the intruder never received the config');
+    const friend = await new SheepProcess(path.join(base, 's1'), await freePort(), ['-c', spec, '-z', '1', '--cluster-key', keys[0]]).start();
+    started.push(friend);
+    const l = await collie(first.port, ['node', 'list', '-r', '-k', keys[0]]);
+    assert.equal(l.stdout.toString().trim().split('\n').length, 2);
+  } finally {
+    for (const s of started) await s.stop();
+    await corosync.stop();
+    await fs.rm(base, { recursive: true, force: true });
   }
 });
