@@ -64,9 +64,11 @@ export async function nodeRecoveryCmd(o: ConnOpts): Promise<void> {
       process.stderr.write(`${n.nid}: ${reason(e)}\n`);
       continue;
     }
-    if (st.state === 'idle') continue;
+    if (st.state === 'idle' && !st.error) continue;
     const pct = st.total ? (100 * st.done) / st.total : 0;
     out(`${padL(i, 4)}   ${padR(`${n.host}:${n.port}`, 20)}\t${padL(n.vnodes, 2)}${padL(n.zone, 11)}${padL(pct.toFixed(1), 11)}%\n`);
+    // a run that gave up says why (it runs again at the next membership change)
+    if (st.state === 'idle' && st.error) out(`       recovery failed: ${st.error}\n`);
   }
 }
 

@@ -52,6 +52,10 @@ export interface RecoveryStatus {
   total: number;
   /** objects copied to this node in this run (the throttle counts these) */
   copied: number;
+  /** set-aside copies found current and put back into service without copying */
+  kept?: number;
+  /** why the last run failed (it runs again at the next membership change) */
+  error?: string;
 }
 
 /** SET/GET_RECOVERY_THROTTLE: at most `max` objects copied per `interval` ms (0, 0: no limit), as Sheepdog's `-R max=,interval=`. */

@@ -45,6 +45,8 @@ export const Op = {
   // ours: recovery throttling of one node (`collie node recovery set-throttle|get-throttle`)
   SET_RECOVERY_THROTTLE: 0xc2,
   GET_RECOVERY_THROTTLE: 0xc3,
+  // ours: sha256 of an object's content on this node's store (recovery keeps a current set-aside copy)
+  GET_HASH_PEER: 0xc4,
   // ours: proves the cluster key on a connection (lib/auth.ts), which may then send admin or peer opcodes
   AUTH: 0xd0,
 } as const;

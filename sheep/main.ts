@@ -303,7 +303,7 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
     budget,
   });
   parts.listener = l;
-  const bound = await l.listenTcp(o.bindaddr, port);
+  // the Unix socket first: tools take the open TCP port as the sign that sheep serves
   if (o.socket) {
     await l.listenUnix(o.socket);
     if (o.socketGroup) await chgrp(o.socket, o.socketGroup);
@@ -311,12 +311,13 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   if (nbdAddr || o.nbdSocket) {
     const nbd = new NbdServer(sys, nbdCfg, log, { ...admission, filter: null, useReserve: false }, budget);
     parts.nbd = nbd;
-    if (nbdAddr) await nbd.listenTcp(nbdAddr.host, nbdAddr.port);
     if (o.nbdSocket) {
       await nbd.listenUnix(o.nbdSocket);
       if (o.socketGroup) await chgrp(o.nbdSocket, o.socketGroup);
     }
+    if (nbdAddr) await nbd.listenTcp(nbdAddr.host, nbdAddr.port);
   }
+  const bound = await l.listenTcp(o.bindaddr, port);
   if (o.pidfile) await fs.writeFile(o.pidfile, `${process.pid}\n`);
   log.info({ dir, port: bound, driver: o.cluster, status: sys.status, epoch: sys.epoch }, 'sheep started');
   ready();

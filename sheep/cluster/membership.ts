@@ -410,6 +410,10 @@ export class Membership {
         if (this.s.status === 'halt') this.s.log.warn('the majority of the last epoch is back: I/O resumes');
         const changed = !last || !sameNodes(last.nodes, this.members);
         if (changed) {
+          // before this node works under the new epoch: a copy it owns again after an epoch in which
+          // it did not may have missed that epoch's writes; it leaves service (recovery puts it back
+          // if it is current, or copies the current one)
+          if (last && this.accepted) await this.s.recovery.setAsideReowned(last.nodes, this.members);
           await this.newEpoch((last?.epoch ?? 0) + 1);
           this.s.recoveredNodes.clear();
         }

@@ -17,7 +17,7 @@ import { oidKind, oidToVid, dataOidToIdx, NR_VDIS } from '../../lib/oid.js';
 import { SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT } from '../../lib/inode.js';
 import { vdiAttr } from '../vdi/vdi-attr.js';
 import type { AttrRequest, MakeFsArgs, NodeListReply, StatSheepReply, StatClusterReply, Throttle, ForceReleaseArgs } from '../../lib/admin.js';
-import { checkRange, objRead, objWrite, objCreate, MAX_DATA_LENGTH } from '../vdi/object-io.js';
+import { checkRange, objRead, objWrite, objCreate, objectSize, MAX_DATA_LENGTH } from '../vdi/object-io.js';
 import { SD_INODE_SIZE } from '../../lib/inode.js';
 import { authProof, decodeAuthStep, newNonce, proofMatches, type Role } from '../../lib/auth.js';
 
@@ -189,6 +189,13 @@ async function flushPeer(sys: System, req: OpRequest): Promise<OpReply> {
   const r = peerReq(sys, req);
   await sys.store.flushVdi(oidToVid(r.oid));
   return {};
+}
+
+/** GET_HASH_PEER: sha256 of this node's copy (the object's size, holes as zeros). */
+async function hashPeer(sys: System, req: OpRequest): Promise<OpReply> {
+  const r = peerReq(sys, req);
+  if (!(await sys.store.exists(r.oid))) throw new SdError(Res.NO_OBJ);
+  return { data: await sys.store.hashOf(r.oid, objectSize(sys, r.oid)) };
 }
 
 /** GET_OBJ_LIST: this node's objects and the epoch of their last write (recovery). */
@@ -439,6 +446,7 @@ export const OPS: ReadonlyMap<number, OpDef> = new Map<number, OpDef>([
   [Op.REMOVE_PEER,            op('REMOVE_PEER',           'peer',    'peer',   removePeer)],
   [Op.FLUSH_PEER,             op('FLUSH_PEER',            'peer',    'peer',   flushPeer)],
   [Op.GET_OBJ_LIST,           op('GET_OBJ_LIST',          'peer',    'peer',   getObjList)],
+  [Op.GET_HASH_PEER,          op('GET_HASH_PEER',         'peer',    'peer',   hashPeer)],
   [Op.MAKE_FS,                op('MAKE_FS',               'cluster', 'admin',  makeFs, false)],
   [Op.SHUTDOWN,               op('SHUTDOWN',              'cluster', 'admin',  shutdown, false)],
   [Op.FORCE_RECOVER,          op('FORCE_RECOVER',         'cluster', 'admin',  forceRecover, false)],

@@ -6,7 +6,7 @@
 // A newer membership change restarts it from scratch on the new epoch.
 
 import { pack, unpack } from 'msgpackr';
-import { Op, Res, SdError, encodeObjReq, encodePlainReq } from '../../lib/proto.js';
+import { Op, Res, SdError, encodeObjReq, encodePlainReq, resultText } from '../../lib/proto.js';
 import type { SheepClient } from '../../lib/client.js';
 import { connectPeer, type PeerAuth } from './peer-connect.js';
 import { Ring } from '../../lib/ring.js';
@@ -79,7 +79,7 @@ export class Recovery {
         if (gen !== this.generation) return; // a newer epoch took over
         if (attempt >= MAX_ATTEMPTS) {
           this.log.error({ epoch, err: (e as Error).message }, 'recovery failed; it runs again at the next membership change');
-          this.status = { ...this.status, state: 'idle' };
+          this.status = { ...this.status, state: 'idle', error: e instanceof SdError ? `${resultText(e.result)}${e.message && e.message !== resultText(e.result) ? `: ${e.message}` : ''}` : (e as Error).message };
           return;
         }
         this.log.warn({ epoch, attempt, err: (e as Error).message }, 'recovery run failed; trying again');
@@ -194,6 +194,7 @@ export class Recovery {
     }
     this.status = { state: 'running', epoch, done: 0, total: mine.length, copied: 0 };
     let pulled = 0;
+    let kept = 0;
     const recoverOne = async (oid: bigint): Promise<void> => {
       const hex = oidHex(oid);
       const holders = (where.get(hex) ?? []).filter((h) => h.node.nid !== me.nid);
@@ -205,6 +206,13 @@ export class Recovery {
         const best = holders.sort((a, b) => b.epoch - a.epoch)[0];
         if ((kind === 'data' || kind === 'vmstate') && this.ctx.deletedVdi(vid) && !best) {
           // only a set-aside copy of a deleted VDI's object: it stays deleted
+        } else if (best && staleEpoch === best.epoch && await this.sameContent(best.node, oid)) {
+          // this node's set-aside copy is the current one (it missed nothing while away): back into
+          // service by a rename, nothing copied
+          if (await this.store.restoreStale(oid)) {
+            kept++;
+            this.status = { ...this.status, kept: (this.status.kept ?? 0) + 1 };
+          }
         } else if (best && (staleEpoch === undefined || best.epoch >= staleEpoch)) {
           // newest copy first; a holder that fails (it may be leaving) hands over to the next
           let copied = false;
@@ -218,6 +226,8 @@ export class Recovery {
                 pulled++;
                 this.status = { ...this.status, copied: this.status.copied + 1 };
               }
+              // an older set-aside copy is superseded: free its space now, not at the purge
+              if (staleEpoch !== undefined) await this.store.dropStale(oid);
               copied = true;
               break;
             } catch (e) {
@@ -278,8 +288,44 @@ export class Recovery {
     }
     this.current(gen);
     this.status = { ...this.status, state: 'idle' };
-    this.log.info({ epoch, objects: mine.length, pulled, setAside }, 'recovery finished');
+    this.log.info({ epoch, objects: mine.length, pulled, kept, setAside }, 'recovery finished');
     await this.onFinished(epoch);
+  }
+
+  /**
+   * Sets aside the copies this node owns under `now` but did not own under `before` (the previous
+   * epoch): while it did not own them, writes went to their owners only, so such a copy may be
+   * stale although it never left obj/. Recovery restores it by a rename when it is still current.
+   */
+  async setAsideReowned(before: NodeInfo[], now: NodeInfo[]): Promise<number> {
+    const me = this.ctx.me().nid;
+    if (!before.some((n) => n.nid === me)) return 0; // a returning node set everything aside already
+    const was = new Ring(before);
+    const is = new Ring(now);
+    let n = 0;
+    for (const oid of await this.store.list()) {
+      const copies = this.ctx.copies(oid);
+      if (!is.replicas(oid, copies).some((o) => o.nid === me)) continue;
+      if (was.replicas(oid, copies).some((o) => o.nid === me)) continue;
+      if (await this.store.setAside(oid)) n++;
+    }
+    if (n) this.log.info({ objects: n }, 'copies owned again after an epoch without them set aside until recovery checks them');
+    return n;
+  }
+
+  /** Whether this node's set-aside copy holds what `n` holds (sha256 of both, no data moved). */
+  private async sameContent(n: NodeInfo, oid: bigint): Promise<boolean> {
+    const size = this.ctx.objectSize(oid);
+    const h = encodeObjReq({ protoVer: 0, opcode: Op.GET_HASH_PEER, flags: 0, epoch: 0, id: 0, dataLength: 32, oid, cowOid: 0n,
+      copies: 0, copyPolicy: 0, ecIndex: 0, tgtEpoch: 0, offset: 0n });
+    try {
+      const [theirs, mine] = await Promise.all([this.request(n, h), this.store.hashOf(oid, size, true)]);
+      return theirs.equals(mine);
+    } catch (e) {
+      this.current(this.generation);
+      this.log.debug({ oid: oidHex(oid), err: (e as Error).message }, 'could not compare a set-aside copy: copying it again');
+      return false;
+    }
   }
 
   private async has(n: NodeInfo, oid: bigint): Promise<boolean> {

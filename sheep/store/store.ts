@@ -294,7 +294,8 @@ export class ObjectStore {
     try {
       const fh = await fs.open(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL);
       try {
-        if (data.length) await writeAll(fh, data, 0);
+        // holes stay holes: a whole copy takes only the space of the data it holds
+        if (data.length) await writeSparse(fh, data);
       } finally {
         await fh.close();
       }
@@ -357,6 +358,39 @@ export class ObjectStore {
     return out;
   }
 
+  /** Drops one set-aside copy (a newer one was copied in its place). */
+  async dropStale(oid: bigint): Promise<void> {
+    await fs.rm(this.stalePath(oid), { force: true });
+  }
+
+  /**
+   * sha256 of an object's first `size` bytes (holes and the range past the end of the file read as
+   * zeros), of the copy in service or of the set-aside one: a returning node keeps a set-aside copy
+   * whose content is the current one instead of copying it again.
+   */
+  async hashOf(oid: bigint, size: number, stale = false): Promise<Buffer> {
+    const h = crypto.createHash('sha256');
+    const buf = Buffer.alloc(Math.min(size, 1 << 20));
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(stale ? this.stalePath(oid) : this.pathOf(oid), fsc.O_RDONLY);
+    } catch (e) {
+      throw fsErrorResult(e);
+    }
+    try {
+      for (let off = 0; off < size;) {
+        const want = Math.min(buf.length, size - off);
+        const { bytesRead } = await fh.read(buf, 0, want, off);
+        if (bytesRead < want) buf.fill(0, bytesRead, want);
+        h.update(buf.subarray(0, want));
+        off += want;
+      }
+    } finally {
+      await fh.close();
+    }
+    return h.digest();
+  }
+
   /** Removes every set-aside copy; returns how many there were. */
   async purgeStale(): Promise<number> {
     const stale = await this.listStale();
@@ -394,6 +428,25 @@ export class ObjectStore {
   async close(): Promise<void> {
     await this.fds.closeAll();
   }
+}
+
+const SPARSE_BLOCK = 4096;
+const ZERO_BLOCK = Buffer.alloc(SPARSE_BLOCK);
+
+/** Writes `data` at 0 leaving all-zero 4 KiB blocks as holes; the file ends where the data does. */
+async function writeSparse(fh: fs.FileHandle, data: Buffer): Promise<void> {
+  let run = -1; // start of the current run of non-zero blocks
+  for (let off = 0; off < data.length; off += SPARSE_BLOCK) {
+    const end = Math.min(off + SPARSE_BLOCK, data.length);
+    const zero = data.subarray(off, end).equals(ZERO_BLOCK.subarray(0, end - off));
+    if (!zero && run < 0) run = off;
+    if (zero && run >= 0) {
+      await writeAll(fh, data.subarray(run, off), run);
+      run = -1;
+    }
+  }
+  if (run >= 0) await writeAll(fh, data.subarray(run), run);
+  await fh.truncate(data.length);
 }
 
 async function writeAll(fh: fs.FileHandle, data: Buffer, offset: number): Promise<void> {

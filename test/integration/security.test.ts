@@ -248,6 +248,17 @@ test('a store directory sheep cannot use gives a sentence and a non-zero exit, n
     assert.equal(r.code, 1, `${dir}: ${r.stderr}`);
     assert.match(r.stderr, why, dir);
   }
+  // a user that may not write DIR (root-owned 0755): the sheepdog user, when the machine has it
+  const uid = await run('id', ['-u', 'sheepdog']);
+  if (process.getuid?.() === 0 && uid.code === 0) {
+    const locked = path.join(root, 'root-only');
+    await fs.mkdir(locked, { mode: 0o755 });
+    await fs.chmod(root, 0o755);
+    const r = await run('runuser', ['-u', 'sheepdog', '--', process.execPath, SHEEP, '-p', String(await freePort()), '-c', `local:${locked}/c`, locked], undefined, 20000);
+    await fs.chmod(root, 0o700);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /not writable by this user|permission denied/);
+  }
 });
 
 test('a client address outside --client-allow is closed at accept and logged', async () => {
