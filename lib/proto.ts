@@ -60,6 +60,8 @@ export const Flag = {
   CMD_PIGGYBACK: 0x10,
   /** ours, on CREATE_AND_WRITE_PEER: create only if the object is absent (an existing copy wins) */
   CMD_IF_ABSENT: 0x0800,
+  /** ours, on READ_PEER and GET_OBJ_LIST: the set-aside copies (obj/.stale), a recovery source of last resort */
+  CMD_STALE: 0x1000,
 } as const;
 
 export const Res = {

@@ -13,7 +13,8 @@ const MAGIC = Buffer.from('SDG1');
 const ID_LEN = 8, IV_LEN = 12, TAG_LEN = 16;
 const HEAD = MAGIC.length + ID_LEN + IV_LEN + TAG_LEN;
 
-export type Decoded = { msg: GroupMsg } | { foreign: string; clear?: GroupMsg };
+/** sealed: the message proved the cluster key (always true for a sheep without a key) */
+export type Decoded = { msg: GroupMsg; sealed: boolean } | { foreign: string; clear?: GroupMsg };
 
 export class GroupCodec {
   private readonly encKey: Buffer | null;
@@ -50,7 +51,7 @@ export class GroupCodec {
       try {
         const d = crypto.createDecipheriv('aes-256-gcm', this.encKey, iv);
         d.setAuthTag(tag);
-        return { msg: unpack(Buffer.concat([d.update(raw.subarray(HEAD)), d.final()])) as GroupMsg };
+        return { msg: unpack(Buffer.concat([d.update(raw.subarray(HEAD)), d.final()])) as GroupMsg, sealed: true };
       } catch {
         return { foreign: 'a sealed message failed authentication' };
       }
@@ -64,6 +65,6 @@ export class GroupCodec {
     if (typeof msg !== 'object' || msg === null || typeof (msg as { t?: unknown }).t !== 'string') return { foreign: 'malformed message' };
     // with a key, the only message taken in clear is a refusal (it grants nothing)
     if (this.encKey && msg.t !== 'reject') return { foreign: 'the sender has no cluster key and this cluster requires one', clear: msg };
-    return { msg };
+    return { msg, sealed: !this.encKey };
   }
 }

@@ -12,6 +12,9 @@ import type { GroupCodec } from './group-codec.js';
 import type { GroupMsg, Member, ClusterSnapshot } from './messages.js';
 import { saveVdiState, type ClusterState } from './state.js';
 
+/** How long a refusal sent in clear waits for a sealed welcome before it is believed. */
+const CLEAR_REJECT_GRACE_MS = 3000;
+
 export class Membership {
   /** every group event is handled here, one after another, in delivery order */
   private chain: Promise<void> = Promise.resolve();
@@ -39,6 +42,8 @@ export class Membership {
   private joined!: Promise<void>;
   private joinedResolve!: () => void;
   private joinedReject!: (e: Error) => void;
+  /** group members whose messages do not prove our key (never counted as members or elders) */
+  private readonly foreign = new Set<string>();
   /** group members refused for a wrong cluster key (answered once) */
   private readonly refusedForeign = new Set<string>();
   /** waiters for the next membership change (the gateway retries after one) */
@@ -101,6 +106,7 @@ export class Membership {
       return;
     }
     for (const m of left) this.refusedForeign.delete(m);
+    for (const m of left) this.foreign.delete(m);
     for (const m of left) this.older.delete(m);
     for (const m of left) this.joiners.delete(m);
     if (!this.accepted) {
@@ -190,7 +196,12 @@ export class Membership {
    * master refuses it once, in clear, before it can receive any cluster state.
    */
   private async onForeign(from: string, why: string): Promise<void> {
-    if (from === this.member || !this.accepted || this.nodes[0]?.member !== this.member) return;
+    if (from === this.member) return;
+    // Not one of us (it never counts as another side of a split). Which side is the cluster cannot be
+    // told from the keys: the older members are, as for any join; a newcomer that cannot read them is
+    // refused (by their master, below), and an older member without the key keeps us waiting.
+    this.foreign.add(from);
+    if (!this.accepted || this.nodes[0]?.member !== this.member) return;
     if (this.nodes.some((n) => n.member === from) || this.refusedForeign.has(from)) return;
     this.refusedForeign.add(from);
     const reason = `wrong cluster key: ${why}`;
@@ -215,6 +226,17 @@ export class Membership {
       } else {
         if (msg.t === 'welcome' && msg.to === this.member) return this.welcomed(msg);
         if (msg.t === 'reject' && msg.to === this.member) {
+          if (!d.sealed) {
+            // a refusal in clear proves nothing (any member without the key could send one): it counts
+            // only if no welcome sealed with our key comes meanwhile
+            this.s.log.warn({ reason: msg.reason }, 'refused in clear: waiting a moment for a welcome from a member with our key');
+            setTimeout(() => {
+              if (this.accepted) return;
+              this.s.log.error({ reason: msg.reason }, 'the cluster refused this node');
+              this.joinedReject(new Error(`the cluster refused this node: ${msg.reason}`));
+            }, CLEAR_REJECT_GRACE_MS).unref();
+            return;
+          }
           this.s.log.error({ reason: msg.reason }, 'the cluster refused this node');
           this.joinedReject(new Error(`the cluster refused this node: ${msg.reason}`));
           return;
@@ -284,7 +306,7 @@ export class Membership {
   /** The oldest sheep answers join requests: state transfer, or a refusal with the reason. */
   private async answerJoin(from: string, msg: Extract<GroupMsg, { t: 'join' }>): Promise<void> {
     if (this.nodes[0]?.member !== this.member || this.nodes.some((n) => n.member === from)) return;
-    const unknown = this.groupMembers.filter((m) => m !== this.member && !this.joiners.has(m) && !this.nodes.some((n) => n.member === m));
+    const unknown = this.groupMembers.filter((m) => m !== this.member && !this.joiners.has(m) && !this.foreign.has(m) && !this.nodes.some((n) => n.member === m));
     if (this.s.status === 'halt' && unknown.length) {
       // another side of a split may be in the group too: only one side may take the node in. The
       // sides sort that out first (present), then the merged side answers the repeated join.

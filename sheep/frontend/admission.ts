@@ -79,9 +79,14 @@ export class ByteBudget {
     return this.used + n <= cap || this.used === 0;
   }
 
-  /** Takes `n` bytes: at once (returns null) or once room frees (returns a promise). */
+  /**
+   * Takes `n` bytes: at once (returns null) or once room frees (returns a promise). Unauthenticated
+   * requests queue in order; authenticated ones (collie, peers) go ahead of them whenever they fit, so
+   * a flood of clients cannot hold up the cluster's own traffic.
+   */
   acquire(n: number, privileged: boolean): Promise<void> | null {
-    if (!this.waiters.length && this.fits(n, privileged)) {
+    const queued = privileged ? this.waiters.some((w) => w.privileged) : this.waiters.length > 0;
+    if (!queued && this.fits(n, privileged)) {
       this.used += n;
       return null;
     }
@@ -90,17 +95,15 @@ export class ByteBudget {
 
   release(n: number): void {
     this.used -= n;
-    while (this.waiters.length && this.fits(this.waiters[0].n, this.waiters[0].privileged)) {
-      const w = this.waiters.shift()!;
+    for (;;) {
+      // the oldest authenticated waiter that fits, else the oldest waiter if it fits
+      let i = this.waiters.findIndex((w) => w.privileged);
+      if (i < 0 || !this.fits(this.waiters[i].n, true)) i = this.waiters.length && this.fits(this.waiters[0].n, this.waiters[0].privileged) ? 0 : -1;
+      if (i < 0) break;
+      const w = this.waiters.splice(i, 1)[0];
       this.used += w.n;
       w.go();
     }
-  }
-
-  /** Drops a waiter whose connection closed (the bytes were never taken). */
-  cancel(go: () => void): void {
-    const i = this.waiters.findIndex((w) => w.go === go);
-    if (i >= 0) this.waiters.splice(i, 1);
   }
 
   get inUse(): number {

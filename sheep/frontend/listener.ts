@@ -104,11 +104,11 @@ export class Listener extends SocketServer {
     const conn: Conn = { peer, role, challenge: null, onAuthenticated: () => this.promote(raw) };
     let inflight = 0;
     let paused = false;
-    /** a request whose bytes wait for room in the budget: nothing more is read until it has it */
-    let waiting: (() => void) | null = null;
+    /** requests whose bytes wait for room in the budget: nothing more is read while any does */
+    let unfunded = 0;
     let payloadTimer: NodeJS.Timeout | null = null;
     const throttle = () => {
-      const over = waiting !== null || inflight >= MAX_INFLIGHT_PER_CONN || sock.writableLength > MAX_UNSENT_BYTES;
+      const over = unfunded > 0 || inflight >= MAX_INFLIGHT_PER_CONN || sock.writableLength > MAX_UNSENT_BYTES;
       if (over && !paused) { paused = true; sock.pause(); }
       else if (!over && paused) { paused = false; sock.resume(); }
     };
@@ -125,18 +125,39 @@ export class Listener extends SocketServer {
     /** this connection's share of the budget: one slow reader cannot hold all of it */
     const own = new ByteBudget(PER_CONNECTION_BYTES, 0);
     const privileged = () => conn.role !== 'client';
-    /** both budgets, this connection's first; null when both had room at once */
-    const acquire = (n: number): Promise<void> | null => {
-      const mine = own.acquire(n, true);
-      if (!mine) return this.budget.acquire(n, privileged());
-      return mine.then(() => this.budget.acquire(n, privileged()) ?? undefined);
-    };
-    const release = (n: number) => { own.release(n); this.budget.release(n); };
     const reserveTimer = admitted === 'reserve'
       ? setTimeout(() => { if (conn.role === 'client') drop('connection on the reserve did not authenticate'); }, RESERVE_AUTH_MS)
       : null;
-    /** the request whose header arrived and whose payload has not yet: its bytes and their wait */
-    let current: { bytes: number; wait: Promise<void> | null; acquired: boolean } | null = null;
+    /**
+     * One request's bytes: waiting for the budget, held, or given back. Given back exactly once,
+     * whichever comes first of the reply leaving, the connection dying, or a grant after it died.
+     */
+    interface Charge { bytes: number; state: 'waiting' | 'held' | 'released'; granted: Promise<void> }
+    const give = (c: Charge) => {
+      if (c.state === 'held') { own.release(c.bytes); this.budget.release(c.bytes); }
+      c.state = 'released';
+    };
+    const charge = (bytes: number): Charge => {
+      const c: Charge = { bytes, state: 'held', granted: Promise.resolve() };
+      if (!bytes) return c;
+      const mine = own.acquire(bytes, true);
+      const wait = mine ? mine.then(() => this.budget.acquire(bytes, privileged()) ?? undefined) : this.budget.acquire(bytes, privileged());
+      if (!wait) return c;
+      c.state = 'waiting';
+      unfunded++;
+      c.granted = wait.then(() => {
+        unfunded--;
+        // the connection died meanwhile: the bytes go straight back
+        if (c.state === 'released') { own.release(bytes); this.budget.release(bytes); } else c.state = 'held';
+        throttle();
+      });
+      return c;
+    };
+    const startPayloadTimer = () => {
+      payloadTimer = setTimeout(() => drop('payload did not arrive in time'), PAYLOAD_TIMEOUT_MS);
+    };
+    /** the request whose header arrived and whose payload has not yet */
+    let current: Charge | null = null;
     const reader = new FrameReader((hdr) => {
       const p = decodePrefix(hdr);
       const payload = p.flags & Flag.CMD_WRITE ? p.dataLength : 0;
@@ -146,38 +167,34 @@ export class Listener extends SocketServer {
         throw new SdError(Res.INVALID_PARMS, `payload of ${payload} bytes over the ${MAX_DATA_LENGTH} limit`);
       }
       // the bytes this request holds: its payload, or the reply it asks for (bounded by the op's checks)
-      const bytes = Math.min(Math.max(payload, p.dataLength), MAX_DATA_LENGTH);
-      const wait = bytes ? acquire(bytes) : null;
-      const cur = { bytes, wait, acquired: !wait };
-      current = cur;
-      if (wait) {
-        // nothing more is read from this connection until the budget has room for this request
-        const go = () => { waiting = null; throttle(); };
-        waiting = go;
-        throttle();
-        void wait.then(() => {
-          cur.acquired = true;
-          if (sock.destroyed && current === cur) release(bytes); // it will never be dispatched
-          else go();
-        });
+      const c = charge(Math.min(Math.max(payload, p.dataLength), MAX_DATA_LENGTH));
+      current = c;
+      throttle();
+      // the payload clock runs once the budget let the connection be read again
+      if (payload) {
+        if (c.state === 'held') startPayloadTimer();
+        else void c.granted.then(() => { if (current === c && !sock.destroyed) startPayloadTimer(); });
       }
-      if (payload) payloadTimer = setTimeout(() => drop('payload did not arrive in time'), PAYLOAD_TIMEOUT_MS);
       return payload;
     }, (hdr, data) => {
       if (payloadTimer) { clearTimeout(payloadTimer); payloadTimer = null; }
-      const cur = current!;
+      const c = current!;
       current = null;
       inflight++;
       throttle();
-      void (cur.wait ?? Promise.resolve())
+      void c.granted
         .then(() => this.dispatch(hdr, data, conn))
         .then((rep) => {
           inflight--;
           // the bytes stay charged until the reply left for the kernel: unread replies count too
-          const done = () => { if (cur.bytes) release(cur.bytes); };
-          if (!sock.destroyed) this.send(sock, hdr, rep, done);
-          else done();
+          if (!sock.destroyed) this.send(sock, hdr, rep, () => give(c));
+          else give(c);
           throttle();
+        })
+        .catch((e) => {
+          give(c);
+          this.log.error({ peer, err: e }, 'answering a request failed');
+          sock.destroy();
         });
     });
     sock.on('data', (chunk: Buffer) => {
@@ -193,8 +210,8 @@ export class Listener extends SocketServer {
     sock.on('close', () => {
       if (reserveTimer) clearTimeout(reserveTimer);
       if (payloadTimer) clearTimeout(payloadTimer);
-      // a request whose payload never came holds its bytes (once it got them): give them back
-      if (current?.acquired && current.bytes) release(current.bytes);
+      // a request whose payload never came gives its bytes back (now, or when its grant comes)
+      if (current) give(current);
       current = null;
     });
     sock.on('error', (e) => this.log.debug({ peer, err: e.message }, 'connection error'));

@@ -40,6 +40,12 @@ const STATE_HOLE = 1, STATE_ZERO = 2;
 export const NBD_MAX_REQUEST = 32 * 1024 * 1024;
 const MAX_OPTION_LENGTH = 64 * 1024;
 const MAX_INFLIGHT = 64;
+/** Bytes read ahead of what the session asked for (a payload being read may be larger: it is budgeted). */
+const READ_AHEAD = 1024 * 1024;
+/** A payload that stops half way, or a client idle in transmission (or not reading), is dropped. */
+const PAYLOAD_TIMEOUT_MS = 60_000;
+const IDLE_TIMEOUT_MS = 120_000;
+const EMPTY = Buffer.alloc(0);
 /** Reply bytes a client has not read: past this no new request is read from it. */
 const MAX_UNSENT_BYTES = 64 * 1024 * 1024;
 /** A client that has not reached transmission by then (TLS handshake included) is dropped. */
@@ -66,7 +72,7 @@ class SocketReader {
   private sock: net.Socket;
   private readonly onData = (d: Buffer): void => {
     this.q.push(d);
-    if (this.q.length > 2 * NBD_MAX_REQUEST) this.sock.pause();
+    if (this.q.length > READ_AHEAD) this.sock.pause();
     this.wake();
   };
   private readonly onEnd = (): void => { this.closed = true; this.wake(); };
@@ -111,7 +117,7 @@ class SocketReader {
       await new Promise<void>((r) => { this.waiter = r; });
     }
     const out = this.q.take(n);
-    if (this.q.length < NBD_MAX_REQUEST) this.sock.resume();
+    if (this.q.length < READ_AHEAD) this.sock.resume();
     return out;
   }
 }
@@ -504,11 +510,21 @@ class NbdSession {
   // ------------------------------------------------------------------ transmission
 
   private async transmission(): Promise<void> {
+    this.sock.setTimeout(IDLE_TIMEOUT_MS, () => {
+      if (this.inflight === 0 || this.sock.writableLength > 0) {
+        this.log.info({ peer: this.peer }, 'NBD client idle (or not reading its replies): closing');
+        this.sock.destroy();
+      }
+    });
     for (;;) {
       while (this.inflight >= MAX_INFLIGHT) await new Promise<void>((r) => { this.slot = r; });
       // a client that does not read its replies gets no more requests read (its replies stay bounded)
       while (this.sock.writableLength > MAX_UNSENT_BYTES && !this.sock.destroyed) {
-        await new Promise<void>((r) => { this.sock.once('drain', r); this.sock.once('close', r); });
+        await new Promise<void>((r) => {
+          const done = () => { this.sock.off('drain', done); this.sock.off('close', done); r(); };
+          this.sock.on('drain', done);
+          this.sock.on('close', done);
+        });
       }
       const h = await this.r.read(28);
       if (h.readUInt32BE(0) !== REQUEST_MAGIC) throw new Error('bad request magic');
@@ -528,11 +544,17 @@ class NbdSession {
       const wait = bytes ? this.budget.acquire(bytes, false) : null;
       if (wait) await wait;
       if (type === CMD.WRITE) {
+        const timer = setTimeout(() => {
+          this.log.warn({ peer: this.peer }, 'NBD write payload did not arrive in time: closing');
+          this.sock.destroy();
+        }, PAYLOAD_TIMEOUT_MS);
         try {
           payload = await this.r.read(length);
         } catch (e) {
           this.budget.release(bytes);
           throw e;
+        } finally {
+          clearTimeout(timer);
         }
       }
       if (type === CMD.DISC) {
@@ -541,7 +563,11 @@ class NbdSession {
       }
       this.inflight++;
       void this.command(type, flags, handle, offset, length, payload).finally(() => {
-        if (bytes) this.budget.release(bytes);
+        // the bytes stay charged until the reply left for the kernel: unread replies count too
+        if (bytes) {
+          if (this.sock.destroyed || !this.sock.writableLength) this.budget.release(bytes);
+          else this.sock.write(EMPTY, () => this.budget.release(bytes));
+        }
         this.inflight--;
         const s = this.slot;
         this.slot = null;

@@ -25,7 +25,7 @@ import { authProof, decodeAuthStep, newNonce, proofMatches, type Role } from '..
 const MAX_OBJECT_SIZE = Math.max(2 ** 31, SD_INODE_SIZE);
 import type { System } from '../cluster/system.js';
 import type { VdiEntry } from '../vdi/vdi-table.js';
-import { localList, packObjList, parseThrottle, } from '../replication/recovery.js';
+import { localList, staleList, packObjList, parseThrottle } from '../replication/recovery.js';
 
 export type OpKind = 'gateway' | 'peer' | 'cluster' | 'local';
 
@@ -155,6 +155,8 @@ function peerReq(sys: System, req: OpRequest): ObjReq & { off: number } {
 
 async function readPeer(sys: System, req: OpRequest): Promise<OpReply> {
   const r = peerReq(sys, req);
+  // a set-aside copy is read only by recovery, when no copy in service exists anywhere
+  if (r.flags & Flag.CMD_STALE) return { data: await sys.store.readStale(r.oid, r.off, r.dataLength) };
   if (r.dataLength === 0) {
     if (!(await sys.store.exists(r.oid))) throw new SdError(Res.NO_OBJ);
     return {};
@@ -199,8 +201,9 @@ async function hashPeer(sys: System, req: OpRequest): Promise<OpReply> {
 }
 
 /** GET_OBJ_LIST: this node's objects and the epoch of their last write (recovery). */
-async function getObjList(sys: System): Promise<OpReply> {
-  return { data: packObjList(await localList(sys.store)) };
+async function getObjList(sys: System, req: OpRequest): Promise<OpReply> {
+  const stale = (req.prefix.flags & Flag.CMD_STALE) !== 0;
+  return { data: packObjList(await (stale ? staleList(sys.store) : localList(sys.store))) };
 }
 
 async function statRecovery(sys: System): Promise<OpReply> {

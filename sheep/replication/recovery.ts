@@ -6,7 +6,7 @@
 // A newer membership change restarts it from scratch on the new epoch.
 
 import { pack, unpack } from 'msgpackr';
-import { Op, Res, SdError, encodeObjReq, encodePlainReq, resultText } from '../../lib/proto.js';
+import { Op, Flag, Res, SdError, encodeObjReq, encodePlainReq, resultText } from '../../lib/proto.js';
 import type { SheepClient } from '../../lib/client.js';
 import { connectPeer, type PeerAuth } from './peer-connect.js';
 import { Ring } from '../../lib/ring.js';
@@ -158,15 +158,15 @@ export class Recovery {
     }
   }
 
-  private async listOf(n: NodeInfo): Promise<ObjList> {
-    if (n.nid === this.ctx.me().nid) return localList(this.store);
-    const h = encodePlainReq({ protoVer: 0, opcode: Op.GET_OBJ_LIST, flags: 0, epoch: 0, id: 0, dataLength: 0 });
+  private async listOf(n: NodeInfo, stale = false): Promise<ObjList> {
+    if (n.nid === this.ctx.me().nid) return stale ? staleList(this.store) : localList(this.store);
+    const h = encodePlainReq({ protoVer: 0, opcode: Op.GET_OBJ_LIST, flags: stale ? Flag.CMD_STALE : 0, epoch: 0, id: 0, dataLength: 0 });
     return unpack(await this.request(n, h)) as ObjList;
   }
 
-  private async pull(n: NodeInfo, oid: bigint): Promise<Buffer> {
+  private async pull(n: NodeInfo, oid: bigint, stale = false): Promise<Buffer> {
     const size = this.ctx.objectSize(oid);
-    const h = encodeObjReq({ protoVer: 0, opcode: Op.READ_PEER, flags: 0, epoch: 0, id: 0, dataLength: size, oid, cowOid: 0n,
+    const h = encodeObjReq({ protoVer: 0, opcode: Op.READ_PEER, flags: stale ? Flag.CMD_STALE : 0, epoch: 0, id: 0, dataLength: size, oid, cowOid: 0n,
       copies: 0, copyPolicy: 0, ecIndex: 0, tgtEpoch: 0, offset: 0n });
     return this.request(n, h);
   }
@@ -186,8 +186,20 @@ export class Recovery {
       this.current(gen);
     }
     const stale = new Map(await staleList(this.store));
+    // other nodes' set-aside copies: a source only when no copy in service exists anywhere (a copy
+    // set aside at an epoch change may be the last one while its new owners have not pulled it yet)
+    const staleElsewhere = new Map<string, Array<{ node: NodeInfo; epoch: number }>>();
+    for (const n of nodes) {
+      if (n.nid === me.nid) continue;
+      for (const [hex, e] of await this.listOf(n, true)) {
+        let l = staleElsewhere.get(hex);
+        if (!l) staleElsewhere.set(hex, (l = []));
+        l.push({ node: n, epoch: e });
+      }
+      this.current(gen);
+    }
     const mine: bigint[] = [];
-    const candidates = new Set([...where.keys(), ...stale.keys()]);
+    const candidates = new Set([...where.keys(), ...stale.keys(), ...staleElsewhere.keys()]);
     for (const hex of candidates) {
       const oid = parseOidHex(hex)!;
       if (ring.replicas(oid, this.ctx.copies(oid)).some((t) => t.nid === me.nid)) mine.push(oid);
@@ -227,6 +239,28 @@ export class Recovery {
                 this.status = { ...this.status, copied: this.status.copied + 1 };
               }
               // an older set-aside copy is superseded: free its space now, not at the purge
+              if (staleEpoch !== undefined) await this.store.dropStale(oid);
+              copied = true;
+              break;
+            } catch (e) {
+              this.current(gen);
+              lastError = e;
+            }
+          }
+          if (!copied) throw lastError;
+        } else if (!best && (staleElsewhere.get(hex) ?? []).some((h) => staleEpoch === undefined || h.epoch > staleEpoch)) {
+          // no copy in service anywhere: the newest set-aside copy, from the node that has it
+          let copied = false;
+          let lastError: unknown = null;
+          await this.pace(gen);
+          for (const h of (staleElsewhere.get(hex) ?? []).sort((a, b) => b.epoch - a.epoch)) {
+            try {
+              const data = await this.pull(h.node, oid, true);
+              this.current(gen);
+              if (await this.store.createIfAbsent(oid, data, h.epoch)) {
+                pulled++;
+                this.status = { ...this.status, copied: this.status.copied + 1 };
+              }
               if (staleEpoch !== undefined) await this.store.dropStale(oid);
               copied = true;
               break;
@@ -322,7 +356,6 @@ export class Recovery {
       const [theirs, mine] = await Promise.all([this.request(n, h), this.store.hashOf(oid, size, true)]);
       return theirs.equals(mine);
     } catch (e) {
-      this.current(this.generation);
       this.log.debug({ oid: oidHex(oid), err: (e as Error).message }, 'could not compare a set-aside copy: copying it again');
       return false;
     }
@@ -356,7 +389,8 @@ export async function localList(store: ObjectStore): Promise<ObjList> {
   return out;
 }
 
-async function staleList(store: ObjectStore): Promise<ObjList> {
+/** This node's set-aside copies with the epoch of their last write (GET_OBJ_LIST with CMD_STALE). */
+export async function staleList(store: ObjectStore): Promise<ObjList> {
   const out: ObjList = [];
   for (const oid of await store.listStale()) {
     out.push([oidHex(oid), await store.epochOf(oid, true)]);

@@ -358,6 +358,27 @@ export class ObjectStore {
     return out;
   }
 
+  /** Reads a set-aside copy (recovery's source of last resort); holes and the range past its end read as zeros. */
+  async readStale(oid: bigint, offset: number, length: number): Promise<Buffer> {
+    const buf = Buffer.alloc(length);
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(this.stalePath(oid), fsc.O_RDONLY);
+    } catch (e) {
+      throw fsErrorResult(e);
+    }
+    try {
+      for (let done = 0; done < length;) {
+        const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+    } finally {
+      await fh.close();
+    }
+    return buf;
+  }
+
   /** Drops one set-aside copy (a newer one was copied in its place). */
   async dropStale(oid: bigint): Promise<void> {
     await fs.rm(this.stalePath(oid), { force: true });
