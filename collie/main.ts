@@ -66,6 +66,7 @@ const program = new Command('collie')
 
 // every command that talks to a sheep proves the cluster key first, when collie has one
 program.hook('preAction', (_root, cmd) => {
+  if (cmd.name() === 'keygen') return; // it makes the key: there may be none yet
   try {
     loadClusterKey(cmd.opts().key as string | undefined);
   } catch (e) {

@@ -78,6 +78,11 @@ test('collie cluster keygen writes a 0600 key and refuses to overwrite one', asy
   const again = await run(process.execPath, [COLLIE, 'cluster', 'keygen', keyFile]);
   assert.equal(again.code, 1);
   assert.match(again.stderr, /exists already/);
+  // keygen makes the key: a SHEEPDOG_KEY_FILE naming the file it is about to write must not stop it
+  const fresh = path.join(root, 'fresh.key');
+  const viaEnv = await run('/usr/bin/env', [`SHEEPDOG_KEY_FILE=${fresh}`, process.execPath, COLLIE, 'cluster', 'keygen', fresh]);
+  assert.equal(viaEnv.code, 0, viaEnv.stderr);
+  assert.equal((await fs.stat(fresh)).mode & 0o777, 0o600);
 });
 
 test('without authentication every admin and peer opcode of the attack list is refused and logged', async () => {
