@@ -156,7 +156,11 @@ function peerReq(sys: System, req: OpRequest): ObjReq & { off: number } {
 async function readPeer(sys: System, req: OpRequest): Promise<OpReply> {
   const r = peerReq(sys, req);
   // a set-aside copy is read only by recovery, when no copy in service exists anywhere
-  if (r.flags & Flag.CMD_STALE) return { data: await sys.store.readStale(r.oid, r.off, r.dataLength) };
+  if (r.flags & Flag.CMD_STALE) {
+    // a probe (no length) answers the set-aside copy's last-write epoch, so the newest can be chosen
+    if (r.dataLength === 0) return { data: await staleEpochOf(sys, r.oid) };
+    return { data: await sys.store.readStale(r.oid, r.off, r.dataLength) };
+  }
   if (r.dataLength === 0) {
     if (!(await sys.store.exists(r.oid))) throw new SdError(Res.NO_OBJ);
     return {};
@@ -191,6 +195,13 @@ async function flushPeer(sys: System, req: OpRequest): Promise<OpReply> {
   const r = peerReq(sys, req);
   await sys.store.flushVdi(oidToVid(r.oid));
   return {};
+}
+
+async function staleEpochOf(sys: System, oid: bigint): Promise<Buffer> {
+  await sys.store.readStale(oid, 0, 0); // NO_OBJ when there is none
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(await sys.store.epochOf(oid, true));
+  return b;
 }
 
 /** GET_HASH_PEER: sha256 of this node's copy (the object's size, holes as zeros). */

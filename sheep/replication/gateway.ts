@@ -44,6 +44,10 @@ const RETRYABLE = new Set<number>([Res.NETWORK_ERROR, Res.OLD_NODE_VER, Res.NEW_
 const BIG = 256 * 1024;
 const PEER_TIMEOUT_MS = 30_000;
 const RETRY_FOR_MS = 60_000;
+/** How long a read chases a set-aside copy that recovery keeps moving back into service. */
+const MOVING_FOR_MS = 10_000;
+/** Passes over every node when no copy is found at all, before NO_OBJ. */
+const EMPTY_PASSES = 3;
 
 class PeerLink {
   private small: Promise<SheepClient> | null = null;
@@ -197,6 +201,8 @@ export class Gateway implements ObjectIo {
   /** Reads from this node's copy if it should have one, else another replica, else any node. */
   private async readAnywhere(oid: bigint, offset: number, length: number, except?: NodeInfo): Promise<Buffer> {
     const deadline = Date.now() + RETRY_FOR_MS;
+    const movingUntil = Date.now() + MOVING_FOR_MS;
+    let emptyPasses = 0;
     for (;;) {
       this.ctx.ioAllowed();
       const targets = this.targets(oid);
@@ -212,9 +218,48 @@ export class Gateway implements ObjectIo {
           throw e;
         }
       }
-      if (!retryable || Date.now() > deadline) throw new SdError(Res.NO_OBJ);
+      if (!retryable) {
+        // no copy in service anywhere: right after a membership change the only copy may just have been
+        // set aside (its node owns it again after an epoch without it, and recovery has not put it back
+        // yet). The newest set-aside copy is then the object, as recovery itself would decide.
+        const aside = await this.newestSetAside(oid, except);
+        if (aside) {
+          try {
+            return await this.readSetAside(aside, oid, offset, length);
+          } catch {
+            // recovery moved it back into service meanwhile: look again
+          }
+        }
+        // a copy moving between obj/ and obj/.stale while we asked node after node may have been seen in
+        // neither: look again a few times (an object that exists nowhere is answered at once after that)
+        if (aside ? Date.now() > movingUntil : ++emptyPasses >= EMPTY_PASSES) throw new SdError(Res.NO_OBJ);
+        continue;
+      }
+      if (Date.now() > deadline) throw new SdError(Res.NO_OBJ);
       await this.ctx.membershipChange(1000);
     }
+  }
+
+  /** The node holding the newest set-aside copy of `oid`, if any node has one. */
+  private async newestSetAside(oid: bigint, except?: NodeInfo): Promise<NodeInfo | null> {
+    let best: { node: NodeInfo; epoch: number } | null = null;
+    for (const n of this.ctx.nodes()) {
+      if (n.nid === except?.nid) continue;
+      try {
+        const epoch = this.isMe(n)
+          ? (await this.store.readStale(oid, 0, 0), await this.store.epochOf(oid, true))
+          : (await this.peerRequest(n, Op.READ_PEER, oid, 0, 0, undefined, Flag.CMD_STALE)).readUInt32LE(0);
+        if (!best || epoch > best.epoch) best = { node: n, epoch };
+      } catch {
+        // none there, or the node is unreachable: ask the next
+      }
+    }
+    if (best) this.log.info({ oid: oid.toString(16), node: best.node.nid, epoch: best.epoch }, 'no copy in service: reading the newest set-aside copy');
+    return best?.node ?? null;
+  }
+
+  private readSetAside(n: NodeInfo, oid: bigint, offset: number, length: number): Promise<Buffer> {
+    return this.isMe(n) ? this.store.readStale(oid, offset, length) : this.peerRequest(n, Op.READ_PEER, oid, offset, length, undefined, Flag.CMD_STALE);
   }
 
   read(oid: bigint, offset: number, length: number): Promise<Buffer> {
