@@ -210,11 +210,33 @@ export class Recovery {
     const recoverOne = async (oid: bigint): Promise<void> => {
       const hex = oidHex(oid);
       const holders = (where.get(hex) ?? []).filter((h) => h.node.nid !== me.nid);
+      const staleEpoch = stale.get(hex);
+      /** Copies the object from the first source that answers; an older set-aside copy here is then dropped. */
+      const copyFrom = async (sources: Array<{ node: NodeInfo; epoch: number }>, fromSetAside: boolean): Promise<void> => {
+        let lastError: unknown = null;
+        await this.pace(gen);
+        for (const h of sources) {
+          try {
+            const data = await this.pull(h.node, oid, fromSetAside);
+            this.current(gen);
+            if (await this.store.createIfAbsent(oid, data, h.epoch)) {
+              pulled++;
+              this.status = { ...this.status, copied: this.status.copied + 1 };
+            }
+            // an older set-aside copy is superseded: free its space now, not at the purge
+            if (staleEpoch !== undefined) await this.store.dropStale(oid);
+            return;
+          } catch (e) {
+            this.current(gen);
+            lastError = e;
+          }
+        }
+        throw lastError;
+      };
       // ask the store, not the list gathered at the start: a superseded run may have moved copies since
       if (!(await this.store.exists(oid))) {
         const kind = oidKind(oid);
         const vid = oidToVid(oid);
-        const staleEpoch = stale.get(hex);
         const best = holders.sort((a, b) => b.epoch - a.epoch)[0];
         if ((kind === 'data' || kind === 'vmstate') && this.ctx.deletedVdi(vid) && !best) {
           // only a set-aside copy of a deleted VDI's object: it stays deleted
@@ -227,49 +249,10 @@ export class Recovery {
           }
         } else if (best && (staleEpoch === undefined || best.epoch >= staleEpoch)) {
           // newest copy first; a holder that fails (it may be leaving) hands over to the next
-          let copied = false;
-          let lastError: unknown = null;
-          await this.pace(gen);
-          for (const h of holders) {
-            try {
-              const data = await this.pull(h.node, oid);
-              this.current(gen);
-              if (await this.store.createIfAbsent(oid, data, h.epoch)) {
-                pulled++;
-                this.status = { ...this.status, copied: this.status.copied + 1 };
-              }
-              // an older set-aside copy is superseded: free its space now, not at the purge
-              if (staleEpoch !== undefined) await this.store.dropStale(oid);
-              copied = true;
-              break;
-            } catch (e) {
-              this.current(gen);
-              lastError = e;
-            }
-          }
-          if (!copied) throw lastError;
+          await copyFrom(holders, false);
         } else if (!best && (staleElsewhere.get(hex) ?? []).some((h) => staleEpoch === undefined || h.epoch > staleEpoch)) {
           // no copy in service anywhere: the newest set-aside copy, from the node that has it
-          let copied = false;
-          let lastError: unknown = null;
-          await this.pace(gen);
-          for (const h of (staleElsewhere.get(hex) ?? []).sort((a, b) => b.epoch - a.epoch)) {
-            try {
-              const data = await this.pull(h.node, oid, true);
-              this.current(gen);
-              if (await this.store.createIfAbsent(oid, data, h.epoch)) {
-                pulled++;
-                this.status = { ...this.status, copied: this.status.copied + 1 };
-              }
-              if (staleEpoch !== undefined) await this.store.dropStale(oid);
-              copied = true;
-              break;
-            } catch (e) {
-              this.current(gen);
-              lastError = e;
-            }
-          }
-          if (!copied) throw lastError;
+          await copyFrom((staleElsewhere.get(hex) ?? []).sort((x, y) => y.epoch - x.epoch), true);
         } else if (staleEpoch !== undefined) {
           if (await this.store.restoreStale(oid)) pulled++;
         }
