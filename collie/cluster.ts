@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Op, Res, SdError } from '../lib/proto.js';
 import { newKeyText } from '../lib/auth.js';
 import type { StatClusterReply } from '../lib/admin.js';
+import { nodeWarnings } from './node.js';
 import { CliError, EXIT_FAILURE, EXIT_SYSFAIL, withClient, out, reason, ctimeString, shortTime, padL, confirm, type ConnOpts } from './common.js';
 
 export interface FormatOpts extends ConnOpts {
@@ -55,6 +56,7 @@ export async function clusterInfo(o: ConnOpts & { verbose?: boolean }): Promise<
   if (!raw && st.zones < st.copies) {
     out(`Cluster has ${st.zones} zone(s) for ${st.copies} copies: every object is stored once in each zone until more zones join\n`);
   }
+  if (!raw && st.status === 'running') for (const w of await nodeWarnings(o)) out(`${w}\n`);
   if (!raw) out('\n');
   if (!raw) out('Epoch Time           Version [Host:Port:V-Nodes,,,]\n');
   for (const h of st.history) {

@@ -39,8 +39,10 @@ export async function nodeInfoCmd(o: ConnOpts): Promise<void> {
       try {
         const s = await c.control<StatSheepReply>(Op.STAT_SHEEP);
         tSize += s.size; tUsed += s.used; tAvail += s.avail; vsize = Math.max(vsize, s.vdiSizeTotal); ok++;
-        if (raw) out(`${i} ${s.size} ${s.used} ${s.avail} ${pct(s.used, s.size)}%\n`);
-        else out(`${padL(i, 2)}\t${size(s.size)}\t${size(s.used)}\t${size(s.avail)}\t${padL(pct(s.used, s.size), 3)}%\n`);
+        // a node whose disk failed, or whose free space is under its reserve, says so after its figures
+        const state = s.diskFailed ? `disk failed: ${s.diskFailed}` : s.full ? `full (under the ${size(s.reserve ?? 0)} reserve: new objects refused)` : '';
+        if (raw) out(`${i} ${s.size} ${s.used} ${s.avail} ${pct(s.used, s.size)}%${s.diskFailed ? ' failed' : s.full ? ' full' : ''}\n`);
+        else out(`${padL(i, 2)}\t${size(s.size)}\t${size(s.used)}\t${size(s.avail)}\t${padL(pct(s.used, s.size), 3)}%${state ? `\t${state}` : ''}\n`);
       } finally {
         c.close();
       }
@@ -51,6 +53,31 @@ export async function nodeInfoCmd(o: ConnOpts): Promise<void> {
   if (!ok) throw new CliError('Cannot get information from any nodes', EXIT_SYSFAIL);
   if (raw) out(`Total ${tSize} ${tUsed} ${tAvail} ${pct(tUsed, tSize)}% ${vsize}\n`);
   else out(`Total\t${size(tSize)}\t${size(tUsed)}\t${size(tAvail)}\t${padL(pct(tUsed, tSize), 3)}%\n\nTotal virtual image size\t${size(vsize)}\n`);
+}
+
+/**
+ * What an operator must know about nodes that cannot do their share now: a full or failed disk, a
+ * recovery waiting for space or that gave up. Asked of every node at once; a node that does not
+ * answer is left out (`node info` names it).
+ */
+export async function nodeWarnings(o: ConnOpts): Promise<string[]> {
+  const l = await withClient(o, (c) => c.control<NodeListReply>(Op.GET_NODE_LIST));
+  const per = await Promise.all(l.nodes.map(async (n) => {
+    const lines: string[] = [];
+    try {
+      await withClient({ ...o, address: n.host, port: n.port }, async (c) => {
+        const s = await c.control<StatSheepReply>(Op.STAT_SHEEP);
+        const r = await c.control<RecoveryStatus>(Op.STAT_RECOVERY);
+        const who = `Node ${n.host}:${n.port}`;
+        if (s.diskFailed) lines.push(`${who}: disk failed (${s.diskFailed}): its copies are served and recovered from other nodes`);
+        else if (s.full) lines.push(`${who}: disk full (${formatSize(s.avail)} free, ${formatSize(s.reserve ?? 0)} reserved): new objects placed there are refused`);
+        if (r.blocked) lines.push(`${who}: recovery ${r.blocked}`);
+        else if (r.state === 'idle' && r.error) lines.push(`${who}: recovery failed: ${r.error}`);
+      });
+    } catch { /* unreachable now: membership will tell */ }
+    return lines;
+  }));
+  return per.flat();
 }
 
 export async function nodeRecoveryCmd(o: ConnOpts): Promise<void> {
@@ -69,6 +96,8 @@ export async function nodeRecoveryCmd(o: ConnOpts): Promise<void> {
     out(`${padL(i, 4)}   ${padR(`${n.host}:${n.port}`, 20)}\t${padL(n.vnodes, 2)}${padL(n.zone, 11)}${padL(pct.toFixed(1), 11)}%\n`);
     // a run that gave up says why (it runs again at the next membership change)
     if (st.state === 'idle' && st.error) out(`       recovery failed: ${st.error}\n`);
+    // a run that cannot finish now says why (a full disk), and goes on by itself
+    if (st.blocked) out(`       recovery ${st.blocked}\n`);
   }
 }
 

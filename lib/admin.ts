@@ -24,6 +24,12 @@ export interface StatSheepReply {
   used: number;
   avail: number;
   vdiSizeTotal: number;
+  /** bytes the sheep keeps free (--reserved-space) */
+  reserve?: number;
+  /** free space is under the reserve: new objects and recovery copies to this node are refused */
+  full?: boolean;
+  /** why the store's disk was taken out of service (I/O errors), if it was */
+  diskFailed?: string;
 }
 
 /** STAT_CLUSTER */
@@ -56,6 +62,8 @@ export interface RecoveryStatus {
   kept?: number;
   /** why the last run failed (it runs again at the next membership change) */
   error?: string;
+  /** why the running recovery cannot finish now (a full disk), while it waits */
+  blocked?: string;
 }
 
 /** SET/GET_RECOVERY_THROTTLE: at most `max` objects copied per `interval` ms (0, 0: no limit), as Sheepdog's `-R max=,interval=`. */

@@ -57,11 +57,23 @@ interface SheepOptions {
   maxConnections?: number;
   bufferLimit: number;
   socketGroup?: string;
+  reservedSpace: number;
+  orphanGrace: number;
 }
 
 function sizeOpt(v: string): number {
   const n = parseSize(v);
   if (n === null || n < 1024 * 1024) throw new InvalidArgumentError('must be a size of at least 1M (K, M, G suffixes)');
+  return n;
+}
+
+/** How often the store's disk is probed (write, sync, read back). */
+const DISK_PROBE_MS = 5000;
+
+/** A size that may be 0 (K, M, G suffixes). */
+function sizeOrZero(v: string): number {
+  const n = v.trim() === '0' ? 0 : parseSize(v);
+  if (n === null) throw new InvalidArgumentError('must be a size such as 256M or 1G (K, M, G suffixes), or 0');
   return n;
 }
 
@@ -145,6 +157,8 @@ function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
     .option('--readonly-vdi <vdi,...>', 'unauthenticated clients (QEMU, NBD) may only read these VDIs (repeatable)', collect, [])
     .option('--max-connections <n>', 'open connections on all ports together (default: the descriptor limit less a reserve for object files and peers); the last 64 are kept for collie and peers', intArg(16, 1 << 20))
     .option('--buffer-limit <size>', 'request bytes held in memory at once, all connections together; a connection waits when it is reached', sizeOpt, 256 * 1024 * 1024)
+    .option('--reserved-space <size>', 'free space the store keeps: new objects and recovery copies stop there, so deletes, metadata and recovery bookkeeping still work on a full disk (0: none)', sizeOrZero, 256 * 1024 * 1024)
+    .option('--orphan-grace <seconds>', 'an unmapped data object of a live VDI (a write that failed halfway, a client that died between create and map) is reclaimed once this old', intArg(1, 7 * 86400), 600)
     .option('--socket-group <group>', 'group that owns the Unix sockets (mode 0660)')
     .showHelpAfterError()
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 64));
@@ -283,12 +297,13 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   });
 
   const store = await ObjectStore.open(dir, log);
+  store.setReserve(o.reservedSpace);
   parts.store = store;
   const port = o.port;
   const me: NodeInfo = { nid: `${host}:${port}`, host, port, zone: o.zone ?? defaultZone(host), vnodes: o.vnodes };
   const group = createDriver(o.cluster);
   parts.group = group;
-  const sys = new System(dir, me, store, group, log, key, o.peerTls);
+  const sys = new System(dir, me, store, group, log, key, o.peerTls, o.orphanGrace * 1000);
   if (o.recovery.max) sys.recovery.setThrottle(o.recovery);
   group.onLost = (why) => {
     // without the group this node can no longer agree with the others: stop rather than diverge
@@ -297,6 +312,12 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   };
   sys.onShutdown = () => void stop('cluster shutdown');
   await sys.start();
+  // copies nothing maps (deletes this node missed, failed creates) are reclaimed after joining and
+  // then every half grace period; deletes and finished recoveries sweep at once
+  sys.sweepSoon();
+  setInterval(() => sys.sweepSoon(), Math.max(1000, (o.orphanGrace * 1000) / 2)).unref();
+  // a disk that fails under no load is found by the probe (then placement leaves this node out)
+  setInterval(() => void store.probe(), DISK_PROBE_MS).unref();
   const l = new Listener(sys, log, {
     access: { key, readonlyVdis },
     admission: { ...admission, filter: clientFilter, useReserve: true },

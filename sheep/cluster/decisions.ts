@@ -17,6 +17,8 @@ export interface MembershipView {
   newEpoch(epoch: number): Promise<void>;
   /** WAIT_FOR_JOIN: resume now if the nodes are there (forced: go on without the missing ones) */
   checkResume(forced: boolean): Promise<void>;
+  /** a member's disk failed: placement leaves it out from a new epoch on */
+  diskFailed(nid: string, reason: string): Promise<void>;
 }
 
 export class Decisions {
@@ -90,6 +92,8 @@ export class Decisions {
         return this.m.checkResume(true);
       case 'autoRecovery':
         return this.applyAutoRecovery(op.enabled);
+      case 'diskFailed':
+        return this.m.diskFailed(op.nid, op.reason);
     }
   }
 

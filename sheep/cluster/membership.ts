@@ -455,6 +455,19 @@ export class Membership {
     for (const f of w) f();
   }
 
+  /**
+   * A member's disk failed (a decision, so every node applies it at the same point): it keeps its
+   * place in the group, serving its clients through the others, but gets no vnodes, so a new epoch
+   * places its copies elsewhere and recovery re-replicates them from the other holders.
+   */
+  async diskFailed(nid: string, reason: string): Promise<void> {
+    const m = this.nodes.find((n) => n.info.nid === nid);
+    if (!m || m.info.vnodes === 0) return;
+    m.info = { ...m.info, vnodes: 0 };
+    this.s.log.error({ node: nid, reason }, 'a node\'s disk failed: its copies are re-replicated to the other nodes');
+    await this.membershipChanged();
+  }
+
   async newEpoch(epoch: number): Promise<void> {
     this.s.epoch = epoch;
     await this.s.epochLog.append({ epoch, time: Date.now(), nodes: this.members });
@@ -462,8 +475,9 @@ export class Membership {
   }
 }
 
+/** Same nodes with the same weights (a node whose disk failed keeps its place with no vnodes). */
 function sameNodes(a: NodeInfo[], b: NodeInfo[]): boolean {
   if (a.length !== b.length) return false;
-  const s = new Set(a.map((n) => n.nid));
-  return b.every((n) => s.has(n.nid));
+  const s = new Map(a.map((n) => [n.nid, n.vnodes]));
+  return b.every((n) => s.get(n.nid) === n.vnodes);
 }

@@ -23,7 +23,9 @@ export type ClusterOp =
   | { kind: 'header'; update: HeaderUpdate }
   | { kind: 'recovered'; nid: string; epoch: number }
   | { kind: 'forceRecover' }
-  | { kind: 'autoRecovery'; enabled: boolean };
+  | { kind: 'autoRecovery'; enabled: boolean }
+  /** a node's disk failed: it stays a member (a gateway) but holds no copies from the next epoch on */
+  | { kind: 'diskFailed'; nid: string; reason: string };
 
 /** What sheep say to each other through the cluster driver, in one total order. */
 export type GroupMsg =

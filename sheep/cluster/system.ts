@@ -2,7 +2,6 @@
 // protocol (membership.ts) and the ordered decisions (decisions.ts), over the replication layer and
 // the VDI table. The front ends talk to this class only.
 
-import fs from 'node:fs/promises';
 import { oidToVid, vidToVdiOid } from '../../lib/oid.js';
 import { SD_INODE_HEADER_SIZE, decodeInodeHeader, makeCtime } from '../../lib/inode.js';
 import type { NodeInfo } from '../../lib/node.js';
@@ -12,6 +11,7 @@ import { Gateway } from '../replication/gateway.js';
 import { Recovery } from '../replication/recovery.js';
 import { VdiTable, type ClusterDefaults, type NewVdiArgs, type NewVdiDecision, type BaseHeaderFields, type VdiEntry } from '../vdi/vdi-table.js';
 import { objectSize } from '../vdi/object-io.js';
+import { OrphanCollector } from '../vdi/orphans.js';
 import { KeyedMutex } from '../util/mutex.js';
 import type { Logger } from '../util/log.js';
 import { EpochLog, type EpochRecord } from './epoch-log.js';
@@ -29,6 +29,7 @@ export class System {
   readonly gateway: Gateway;
   readonly epochLog: EpochLog;
   readonly recovery: Recovery;
+  readonly orphans: OrphanCollector;
   private readonly state: ClusterState;
   private readonly membership: Membership;
   private readonly decisions: Decisions;
@@ -45,6 +46,8 @@ export class System {
     clusterKey: Buffer | null = null,
     /** peer connections run TLS keyed from the cluster key */
     peerTls = false,
+    /** how old an unmapped data object of a live VDI must be before it is reclaimed */
+    orphanGraceMs = 10 * 60_000,
   ) {
     // what the gateway and recovery need to know about the cluster, in one place
     const placement = {
@@ -59,8 +62,17 @@ export class System {
     this.vdis = new VdiTable(this.gateway, log);
     this.vdis.onHeaderChange = async (update) => { await this.decide({ kind: 'header', update }); };
     this.epochLog = new EpochLog(dir);
-    this.recovery = new Recovery(store, { ...placement, deletedVdi: (vid) => this.vdis.get(vid)?.deleted ?? false }, log);
-    this.recovery.onFinished = async (epoch) => { await this.decide({ kind: 'recovered', nid: this.me.nid, epoch }); };
+    this.recovery = new Recovery(store, { ...placement, unreferencedVdi: (vid) => this.vdis.unreferenced(vid) }, log);
+    this.orphans = new OrphanCollector(store, this.vdis, log, orphanGraceMs, () => this.status === 'running');
+    this.vdis.onDeleted = () => this.sweepSoon();
+    store.onDiskFailure = (reason) => {
+      this.decide({ kind: 'diskFailed', nid: this.me.nid, reason }).catch((err) =>
+        this.log.error({ err: (err as Error).message }, 'could not tell the cluster about the failed disk'));
+    };
+    this.recovery.onFinished = async (epoch) => {
+      this.sweepSoon();
+      await this.decide({ kind: 'recovered', nid: this.me.nid, epoch });
+    };
     this.state = new ClusterState(dir, me, store, this.vdis, this.epochLog, this.recovery, log);
     const codec = new GroupCodec(clusterKey);
     this.membership = new Membership(this.state, group, codec, (from, msg) => this.decisions.applyOp(from, msg));
@@ -71,6 +83,11 @@ export class System {
   async start(): Promise<void> {
     await this.state.load();
     await this.membership.join();
+  }
+
+  /** Reclaims this node's orphan copies in the background (errors are the next sweep's). */
+  sweepSoon(): void {
+    this.orphans.sweep().catch((err) => this.log.warn({ err: (err as Error).message }, 'orphan sweep failed'));
   }
 
   get status(): Status {
@@ -142,9 +159,18 @@ export class System {
     return d.entry;
   }
 
+  /**
+   * DEL_VDI: the decision is the delete (applied on every node, which then drops its own copies of
+   * objects nothing maps). Freeing objects that clones still share, or copies on nodes the sweep has
+   * not reached, is finished later if it fails now: the client is told the VDI is gone, as it is.
+   */
   async delVdi(name: string, tag: string, snapid: number): Promise<number> {
     const e = await this.decide<VdiEntry>({ kind: 'delVdi', name, tag, snapid });
-    await this.vdis.finishDelete(e);
+    try {
+      await this.vdis.finishDelete(e);
+    } catch (err) {
+      this.log.warn({ vid: e.vdiId.toString(16), err: (err as Error).message }, 'VDI deleted; freeing its objects is left to the orphan sweeps');
+    }
     return e.vdiId;
   }
 
@@ -158,10 +184,10 @@ export class System {
   }
 
   /** Disk figures for `node info`: the store's filesystem and what the objects occupy. */
-  async diskStats(): Promise<{ size: number; used: number; avail: number }> {
-    const st = await fs.statfs(this.dir);
+  async diskStats(): Promise<{ size: number; used: number; avail: number; reserve: number; full: boolean; diskFailed?: string }> {
+    if (this.store.failed) return { size: 0, used: 0, avail: 0, reserve: 0, full: false, diskFailed: this.store.failed };
     const used = await this.store.usedBytes();
-    const avail = st.bavail * st.bsize;
-    return { size: used + avail, used, avail };
+    const { avail, reserve, full } = this.store.space();
+    return { size: used + avail, used, avail, reserve, full };
   }
 }

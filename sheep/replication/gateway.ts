@@ -38,8 +38,12 @@ export interface GatewayContext {
   readonly peerAuth: PeerAuth;
 }
 
-/** Errors after which the same request may succeed on the next epoch. */
-const RETRYABLE = new Set<number>([Res.NETWORK_ERROR, Res.OLD_NODE_VER, Res.NEW_NODE_VER, Res.AGAIN]);
+/**
+ * Errors after which the same request may succeed on the next epoch. EIO is one: a node whose disk
+ * fails takes itself out of placement at once (a decision and a new epoch), and the retry goes to
+ * the object's new replicas.
+ */
+const RETRYABLE = new Set<number>([Res.NETWORK_ERROR, Res.OLD_NODE_VER, Res.NEW_NODE_VER, Res.AGAIN, Res.EIO]);
 /** Payloads above this travel on a separate connection so small requests never queue behind them. */
 const BIG = 256 * 1024;
 const PEER_TIMEOUT_MS = 30_000;

@@ -15,6 +15,7 @@ import type { ObjectStore } from '../store/store.js';
 import type { NodeInfo } from '../../lib/node.js';
 import type { ObjList, RecoveryStatus, Throttle } from '../../lib/admin.js';
 import type { Logger } from '../util/log.js';
+import { formatSize } from '../../lib/units.js';
 
 export interface RecoveryContext {
   epoch(): number;
@@ -22,8 +23,8 @@ export interface RecoveryContext {
   nodes(): NodeInfo[];
   copies(oid: bigint): number;
   objectSize(oid: bigint): number;
-  /** the VDI an object belongs to was deleted: its objects must not come back */
-  deletedVdi(vid: number): boolean;
+  /** the VDI an object belongs to was deleted and nothing maps its objects: they must not come back */
+  unreferencedVdi(vid: number): boolean;
   /** how connections to other sheep prove the cluster key */
   readonly peerAuth: PeerAuth;
 }
@@ -35,6 +36,11 @@ const PARALLEL_COPIES = 4;
 const MAX_ATTEMPTS = 10;
 /** How long a node waits for the new owners of its old copies before keeping them. */
 const SET_ASIDE_WAIT_MS = 60_000;
+/** How often a recovery blocked by a full disk looks for free space again. */
+const ROOM_POLL_MS = 1000;
+
+/** A copy this node cannot take now: its disk is under the reserve. The object waits for space. */
+class NoRoom extends Error {}
 
 
 export function parseThrottle(t: Partial<Throttle>): Throttle {
@@ -216,10 +222,15 @@ export class Recovery {
         let lastError: unknown = null;
         await this.pace(gen);
         for (const h of sources) {
+          // no pull that cannot be stored: the object waits for space instead
+          if (!this.store.hasRoom(this.ctx.objectSize(oid))) throw new NoRoom();
           try {
             const data = await this.pull(h.node, oid, fromSetAside);
             this.current(gen);
-            if (await this.store.createIfAbsent(oid, data, h.epoch)) {
+            if (await this.store.createIfAbsent(oid, data, h.epoch).catch((e) => {
+              if (e instanceof SdError && e.result === Res.NO_SPACE) throw new NoRoom();
+              throw e;
+            })) {
               pulled++;
               this.status = { ...this.status, copied: this.status.copied + 1 };
             }
@@ -228,6 +239,7 @@ export class Recovery {
             return;
           } catch (e) {
             this.current(gen);
+            if (e instanceof NoRoom) throw e;
             lastError = e;
           }
         }
@@ -238,8 +250,8 @@ export class Recovery {
         const kind = oidKind(oid);
         const vid = oidToVid(oid);
         const best = holders.sort((a, b) => b.epoch - a.epoch)[0];
-        if ((kind === 'data' || kind === 'vmstate') && this.ctx.deletedVdi(vid) && !best) {
-          // only a set-aside copy of a deleted VDI's object: it stays deleted
+        if ((kind === 'data' || kind === 'vmstate') && this.ctx.unreferencedVdi(vid)) {
+          // an object of a deleted VDI that nothing maps: it stays deleted (its copies are reclaimed)
         } else if (best && staleEpoch === best.epoch && await this.sameContent(best.node, oid)) {
           // this node's set-aside copy is the current one (it missed nothing while away): back into
           // service by a rename, nothing copied
@@ -262,6 +274,8 @@ export class Recovery {
     // a few copies in flight keep the network and the disk busy; a throttled run goes one by one
     // so that the throttle window stays exact
     const queue = [...mine];
+    /** objects that found this node's disk full: they wait for space after the others */
+    const waiting: bigint[] = [];
     let failed = false;
     const worker = async (): Promise<void> => {
       for (let oid = queue.shift(); oid !== undefined && !failed; oid = queue.shift()) {
@@ -269,16 +283,39 @@ export class Recovery {
         try {
           await recoverOne(oid);
         } catch (e) {
+          if (e instanceof NoRoom) { waiting.push(oid); continue; }
           failed = true;
           throw e;
         }
       }
     };
     const parallel = this.throttle.max ? 1 : PARALLEL_COPIES;
-    // every worker has stopped before the run ends (a retry must not overlap stray copies)
-    const ends = await Promise.allSettled(Array.from({ length: parallel }, worker));
-    const err = ends.find((e): e is PromiseRejectedResult => e.status === 'rejected');
-    if (err) throw err.reason;
+    for (let dropped = false; ;) {
+      // every worker has stopped before the run ends (a retry must not overlap stray copies)
+      const ends = await Promise.allSettled(Array.from({ length: parallel }, worker));
+      const err = ends.find((e): e is PromiseRejectedResult => e.status === 'rejected');
+      if (err) throw err.reason;
+      if (!waiting.length) break;
+      // the disk is full: say so, free what can go (set-aside copies every owner holds), and wait for
+      // space rather than fail in a loop; deletes elsewhere in the cluster free space meanwhile
+      const { avail, reserve } = this.store.space();
+      const blocked = `waiting for space: ${waiting.length} objects need copies here, but the disk has ${formatSize(Math.max(0, avail))} free with ${formatSize(reserve)} reserved (free space or add nodes; recovery resumes by itself)`;
+      this.status = { ...this.status, blocked };
+      if (!dropped) {
+        dropped = true;
+        this.log.warn({ epoch, objects: waiting.length, avail, reserve }, 'recovery waits for space: this disk is full');
+        const freed = await this.dropRedundantSetAside(gen, ring);
+        if (freed) this.log.info({ objects: freed }, 'set-aside copies that every owner holds removed to make room');
+      }
+      const need = this.ctx.objectSize(waiting[0]);
+      while (!this.store.hasRoom(need)) {
+        await new Promise((r) => setTimeout(r, ROOM_POLL_MS));
+        this.current(gen);
+      }
+      this.log.info({ epoch, objects: waiting.length }, 'space freed: recovery goes on');
+      this.status = { ...this.status, blocked: undefined };
+      queue.push(...waiting.splice(0));
+    }
     // copies this node no longer owns: set aside once every owner has one (the owners recover in
     // parallel, so look again for a while)
     let pending: bigint[] = [];
@@ -327,6 +364,20 @@ export class Recovery {
       if (await this.store.setAside(oid)) n++;
     }
     if (n) this.log.info({ objects: n }, 'copies owned again after an epoch without them set aside until recovery checks them');
+    return n;
+  }
+
+  /** Removes this node's set-aside copies of objects it does not own and every owner holds in service. */
+  private async dropRedundantSetAside(gen: number, ring: Ring<NodeInfo>): Promise<number> {
+    const me = this.ctx.me().nid;
+    let n = 0;
+    for (const oid of await this.store.listStale()) {
+      this.current(gen);
+      const owners = ring.replicas(oid, this.ctx.copies(oid));
+      if (owners.some((o) => o.nid === me)) continue;
+      const have = await Promise.all(owners.map((o) => this.has(o, oid).catch(() => false)));
+      if (have.every(Boolean)) { await this.store.dropStale(oid); n++; }
+    }
     return n;
   }
 

@@ -2,7 +2,7 @@
 // the epoch of each object's last write in the xattr user.sheepdog.epoch.
 
 import fs from 'node:fs/promises';
-import { constants as fsc } from 'node:fs';
+import fsSync, { constants as fsc } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 // fs-xattr's synchronous calls: its asynchronous ones leak their async work (~400 bytes and a handle per
@@ -10,8 +10,10 @@ import crypto from 'node:crypto';
 // 4-9 us on a cached inode (measured), cheaper than the thread-pool round trip the async one costs.
 import { getAttributeSync, setAttributeSync } from 'fs-xattr';
 import { Res, SdError } from '../../lib/proto.js';
-import { oidHex, oidToVid, parseOidHex } from '../../lib/oid.js';
+import { oidHex, oidKind, oidToVid, parseOidHex } from '../../lib/oid.js';
+import { formatSize } from '../../lib/units.js';
 import type { Logger } from '../util/log.js';
+import { KeyedMutex } from '../util/mutex.js';
 import { FdCache } from './fd-cache.js';
 
 export const XATTR_EPOCH = 'user.sheepdog.epoch';
@@ -25,6 +27,24 @@ export function fsErrorResult(e: unknown): SdError {
   return new SdError(Res.EIO, `I/O error: ${(e as Error)?.message ?? String(e)}`);
 }
 
+/** The store's filesystem as `node info` and placement see it. */
+export interface SpaceInfo {
+  /** bytes of the filesystem usable by the store (objects + what is free) */
+  size: number;
+  /** bytes free for this user */
+  avail: number;
+  /** bytes kept free for deletes, metadata and recovery bookkeeping (--reserved-space) */
+  reserve: number;
+  /** free space is under the reserve: new objects and recovery copies are refused */
+  full: boolean;
+}
+
+/** errno codes that mean the disk itself failed (not a missing object or a full disk). */
+const DISK_FAILURE = new Set(['EIO', 'EROFS', 'EUCLEAN', 'ENODEV', 'ENXIO']);
+
+/** How long a free-space reading is trusted (creates ask on every call). */
+const SPACE_TTL_MS = 250;
+
 export class ObjectStore {
   readonly objDir: string;
   readonly staleDir: string;
@@ -35,6 +55,15 @@ export class ObjectStore {
   private dirDirty = false;
   /** Epoch last recorded in each object's xattr, so writes in the same epoch skip the setxattr. */
   private readonly lastEpoch = new Map<bigint, number>();
+  /** creates and orphan removals of one object exclude each other (a removal checks the age first) */
+  private readonly createLocks = new KeyedMutex<bigint>();
+  private reserve = 0;
+  private spaceRead = { at: 0, avail: Number.POSITIVE_INFINITY, total: 0 };
+  private wasFull = false;
+  /** why the disk was taken out of service (an I/O error), or null while it works */
+  failed: string | null = null;
+  /** told once, when the disk fails: the cluster stops placing copies here and re-replicates them */
+  onDiskFailure: (why: string) => void = () => undefined;
 
   private constructor(readonly dir: string, private readonly log: Logger) {
     this.objDir = path.join(dir, 'obj');
@@ -66,11 +95,106 @@ export class ObjectStore {
     }
   }
 
+  /**
+   * Maps a failed fs call to a protocol result; an error of the disk itself takes the whole store
+   * out of service at once (a disk that returned EIO once is not trusted with copies again).
+   */
+  private fsError(e: unknown): SdError {
+    const code = (e as NodeJS.ErrnoException)?.code;
+    if (code && DISK_FAILURE.has(code) && !this.failed) {
+      this.failed = `${code} ${(e as Error).message}`.slice(0, 200);
+      this.log.error({ err: (e as Error).message, code }, 'disk failure: this store is out of service; the cluster serves and re-replicates its copies from other nodes');
+      this.fds.closeAll().catch(() => undefined);
+      this.onDiskFailure(this.failed);
+    }
+    return fsErrorResult(e);
+  }
+
+  /**
+   * Writes, syncs and reads back a small file: a disk that fails while no client touches it is
+   * found within one probe interval, not at the next request that needs a copy there.
+   */
+  async probe(): Promise<void> {
+    if (this.failed) return;
+    const file = path.join(this.tmpDir, '.probe');
+    try {
+      await fs.writeFile(file, PROBE_DATA, { flush: true });
+      const back = await fs.readFile(file);
+      if (!back.equals(PROBE_DATA)) throw Object.assign(new Error('probe read back differs'), { code: 'EIO' });
+      await fs.rm(file, { force: true });
+    } catch (e) {
+      this.fsError(e);
+    }
+  }
+
+  /** Every operation on a failed disk is refused: its copies cannot be trusted. */
+  private checkDisk(): void {
+    if (this.failed) throw new SdError(Res.EIO, `disk failed: ${this.failed}`);
+  }
+
+  /** Keeps `bytes` free on the filesystem: new objects stop there (deletes need no space). */
+  setReserve(bytes: number): void {
+    this.reserve = bytes;
+    this.spaceRead.at = 0;
+  }
+
+  /** Free bytes now (statfs, at most SPACE_TTL_MS old); logs when the store becomes full or has room again. */
+  private availNow(force = false): number {
+    const now = Date.now();
+    if (force || now - this.spaceRead.at > SPACE_TTL_MS) {
+      try {
+        const st = fsSync.statfsSync(this.objDir);
+        this.spaceRead = { at: now, avail: st.bavail * st.bsize, total: st.blocks * st.bsize };
+      } catch {
+        this.spaceRead.at = now; // keep the last reading; the next call asks again
+      }
+      const full = this.spaceRead.avail < this.reserve;
+      if (full !== this.wasFull) {
+        this.wasFull = full;
+        const fields = { avail: this.spaceRead.avail, reserve: this.reserve };
+        if (full) this.log.warn(fields, 'store is full (free space under the reserve): new objects and recovery copies are refused until space is freed');
+        else this.log.info(fields, 'store has room again');
+      }
+    }
+    return this.spaceRead.avail;
+  }
+
+  space(): SpaceInfo {
+    const avail = this.availNow(true);
+    return { size: this.spaceRead.total, avail, reserve: this.reserve, full: avail < this.reserve };
+  }
+
+  /** Whether `bytes` more fit above the reserve. */
+  hasRoom(bytes: number): boolean {
+    return this.availNow() - bytes >= this.reserve;
+  }
+
+  /** Refuses a new object (or a recovery copy) of `bytes` that would eat into the reserve. */
+  private ensureRoom(bytes: number): void {
+    const avail = this.availNow();
+    if (avail - bytes >= this.reserve) return;
+    throw new SdError(Res.NO_SPACE, `store full: ${formatSize(Math.max(0, avail))} free, ${formatSize(this.reserve)} reserved (--reserved-space)`);
+  }
+
+  /**
+   * Writes into existing objects may use half the reserve (a write into a hole allocates); the rest
+   * stays for deletes and metadata. Inode (and attribute) writes are metadata: a delete writes its
+   * inode, and must work on a full disk.
+   */
+  private ensureWriteRoom(oid: bigint, bytes: number): void {
+    const kind = oidKind(oid);
+    if (kind === 'inode' || kind === 'attr') return;
+    const avail = this.availNow();
+    if (avail - bytes >= this.reserve / 2) return;
+    throw new SdError(Res.NO_SPACE, `store full: ${formatSize(Math.max(0, avail))} free, under half the ${formatSize(this.reserve)} reserve`);
+  }
+
   pathOf(oid: bigint): string {
     return path.join(this.objDir, oidHex(oid));
   }
 
   async exists(oid: bigint): Promise<boolean> {
+    if (this.failed) return false;
     try {
       await fs.access(this.pathOf(oid));
       return true;
@@ -81,6 +205,7 @@ export class ObjectStore {
 
   /** Reads `length` bytes at `offset`; ranges never written read as zeros. */
   async read(oid: bigint, offset: number, length: number): Promise<Buffer> {
+    this.checkDisk();
     const buf = Buffer.allocUnsafe(length);
     try {
       return await this.fds.use(oid, this.pathOf(oid), async (fh) => {
@@ -94,18 +219,20 @@ export class ObjectStore {
         return buf;
       });
     } catch (e) {
-      throw fsErrorResult(e);
+      throw this.fsError(e);
     }
   }
 
   /** Positional write into an existing object. */
   async write(oid: bigint, offset: number, data: Buffer, epoch: number): Promise<void> {
+    this.checkDisk();
+    this.ensureWriteRoom(oid, data.length);
     try {
       await this.fds.use(oid, this.pathOf(oid), async (fh) => {
         await writeAll(fh, data, offset);
       });
     } catch (e) {
-      throw fsErrorResult(e);
+      throw this.fsError(e);
     }
     this.markDirty(oid);
     if (this.lastEpoch.get(oid) !== epoch) {
@@ -113,7 +240,7 @@ export class ObjectStore {
       try {
         setAttributeSync(this.pathOf(oid), XATTR_EPOCH, epochBytes(epoch));
       } catch (e) {
-        throw fsErrorResult(e);
+        throw this.fsError(e);
       }
       this.rememberEpoch(oid, epoch);
     }
@@ -130,6 +257,12 @@ export class ObjectStore {
    * `offset`, and the file is renamed into place. A failure leaves nothing half-written behind.
    */
   async create(oid: bigint, offset: number, data: Buffer, epoch: number, cowFrom?: bigint): Promise<void> {
+    this.checkDisk();
+    this.ensureRoom(data.length);
+    await this.createLocks.run(oid, () => this.createLocked(oid, offset, data, epoch, cowFrom));
+  }
+
+  private async createLocked(oid: bigint, offset: number, data: Buffer, epoch: number, cowFrom?: bigint): Promise<void> {
     if (cowFrom === undefined && (await this.createNew(oid, offset, data, epoch))) return;
     const tmp = path.join(this.tmpDir, `${oidHex(oid)}.${crypto.randomBytes(4).toString('hex')}`);
     try {
@@ -153,7 +286,7 @@ export class ObjectStore {
       await fs.rename(tmp, this.pathOf(oid));
     } catch (e) {
       await fs.rm(tmp, { force: true }).catch(() => undefined);
-      throw fsErrorResult(e);
+      throw this.fsError(e);
     }
     await this.fds.drop(oid);
     this.dirDirty = true;
@@ -174,7 +307,7 @@ export class ObjectStore {
       fh = await fs.open(file, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
-      throw fsErrorResult(e);
+      throw this.fsError(e);
     }
     try {
       setAttributeSync(file, XATTR_EPOCH, epochBytes(epoch));
@@ -182,7 +315,7 @@ export class ObjectStore {
     } catch (e) {
       await fh.close().catch(() => undefined);
       await fs.rm(file, { force: true }).catch(() => undefined);
-      throw fsErrorResult(e);
+      throw this.fsError(e);
     }
     await fh.close();
     await this.fds.drop(oid);
@@ -193,6 +326,7 @@ export class ObjectStore {
   }
 
   async remove(oid: bigint): Promise<boolean> {
+    this.checkDisk();
     await this.fds.drop(oid);
     try {
       await fs.unlink(this.pathOf(oid));
@@ -201,10 +335,35 @@ export class ObjectStore {
       return true;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw fsErrorResult(e);
+      throw this.fsError(e);
     } finally {
       await this.fds.drop(oid); // an open that raced the unlink must not keep the removed file
     }
+  }
+
+  /**
+   * Removes an orphan (a copy nothing maps) unless it was written after `cutoff` (ms since the
+   * epoch): a client that creates the object now, then maps it, must keep it. Creates of the same
+   * object wait meanwhile. A set-aside copy (`stale`) is removed without the age check.
+   */
+  async removeOrphan(oid: bigint, cutoff: number, stale = false): Promise<boolean> {
+    if (stale) {
+      try {
+        await fs.unlink(this.stalePath(oid));
+        return true;
+      } catch {
+        return false;
+      }
+    }
+    return this.createLocks.run(oid, async () => {
+      try {
+        const st = await fs.stat(this.pathOf(oid));
+        if (st.mtimeMs > cutoff || st.ctimeMs > cutoff) return false;
+      } catch {
+        return false;
+      }
+      return this.remove(oid);
+    });
   }
 
   async epochOf(oid: bigint, stale = false): Promise<number> {
@@ -218,7 +377,13 @@ export class ObjectStore {
 
   /** Every object id in the store (files with 16 hex digit names). */
   async list(): Promise<bigint[]> {
-    const names = await fs.readdir(this.objDir);
+    if (this.failed) return []; // a failed disk serves no copies
+    let names: string[];
+    try {
+      names = await fs.readdir(this.objDir);
+    } catch (e) {
+      throw this.fsError(e);
+    }
     const out: bigint[] = [];
     for (const n of names) {
       const oid = parseOidHex(n);
@@ -229,6 +394,7 @@ export class ObjectStore {
 
   /** Bytes the objects occupy on disk (allocated blocks, so sparse objects count what they use). */
   async usedBytes(): Promise<number> {
+    if (this.failed) return 0;
     let used = 0;
     for (const oid of await this.list()) {
       try {
@@ -248,6 +414,7 @@ export class ObjectStore {
 
   /** Makes every write to objects of VDI `owner` durable (fdatasync), plus created/removed names. */
   async flushVdi(owner: number): Promise<void> {
+    if (this.failed) return; // nothing here is served any more
     const set = this.dirty.get(owner);
     this.dirty.delete(owner);
     if (set) {
@@ -258,6 +425,7 @@ export class ObjectStore {
 
   /** Makes everything durable: used at shutdown and by FLUSH_NODES. */
   async flushAll(): Promise<void> {
+    if (this.failed) return;
     const owners = [...this.dirty.keys()];
     for (const o of owners) await this.flushVdi(o);
     await this.syncDir();
@@ -268,18 +436,22 @@ export class ObjectStore {
       await this.fds.use(oid, this.pathOf(oid), (fh) => fh.datasync());
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // removed since: nothing to keep
-      throw fsErrorResult(e);
+      throw this.fsError(e);
     }
   }
 
   private async syncDir(): Promise<void> {
     if (!this.dirDirty) return;
     this.dirDirty = false;
-    const fh = await fs.open(this.objDir, fsc.O_RDONLY);
     try {
-      await fh.sync();
-    } finally {
-      await fh.close();
+      const fh = await fs.open(this.objDir, fsc.O_RDONLY);
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    } catch (e) {
+      throw this.fsError(e);
     }
   }
 
@@ -290,6 +462,8 @@ export class ObjectStore {
    * write or read ever meets it half-written.
    */
   async createIfAbsent(oid: bigint, data: Buffer, epoch: number): Promise<boolean> {
+    this.checkDisk();
+    this.ensureRoom(data.length);
     const tmp = path.join(this.tmpDir, `${oidHex(oid)}.${crypto.randomBytes(4).toString('hex')}`);
     try {
       const fh = await fs.open(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL);
@@ -303,7 +477,7 @@ export class ObjectStore {
       await fs.link(tmp, this.pathOf(oid));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
-      throw fsErrorResult(e);
+      throw this.fsError(e);
     } finally {
       await fs.rm(tmp, { force: true }).catch(() => undefined);
     }
@@ -320,13 +494,14 @@ export class ObjectStore {
 
   /** Moves a set-aside copy back into service, unless a copy exists. */
   async restoreStale(oid: bigint): Promise<boolean> {
+    this.checkDisk();
     try {
       // link, not rename: a copy a client write made meanwhile must win (link fails on it)
       await fs.link(this.stalePath(oid), this.pathOf(oid));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'EEXIST') return false;
-      throw fsErrorResult(e);
+      throw this.fsError(e);
     }
     await fs.rm(this.stalePath(oid), { force: true });
     this.dirDirty = true;
@@ -335,12 +510,13 @@ export class ObjectStore {
 
   /** Takes a copy this node no longer owns out of service (kept in obj/.stale). */
   async setAside(oid: bigint): Promise<boolean> {
+    this.checkDisk();
     await this.fds.drop(oid);
     try {
       await fs.rename(this.pathOf(oid), this.stalePath(oid));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw fsErrorResult(e);
+      throw this.fsError(e);
     } finally {
       await this.fds.drop(oid); // an open that raced the rename must not keep the set-aside file
     }
@@ -350,8 +526,15 @@ export class ObjectStore {
   }
 
   async listStale(): Promise<bigint[]> {
+    if (this.failed) return [];
     const out: bigint[] = [];
-    for (const n of await fs.readdir(this.staleDir)) {
+    let names: string[];
+    try {
+      names = await fs.readdir(this.staleDir);
+    } catch (e) {
+      throw this.fsError(e);
+    }
+    for (const n of names) {
       const oid = parseOidHex(n);
       if (oid !== null) out.push(oid);
     }
@@ -360,12 +543,13 @@ export class ObjectStore {
 
   /** Reads a set-aside copy (recovery's source of last resort); holes and the range past its end read as zeros. */
   async readStale(oid: bigint, offset: number, length: number): Promise<Buffer> {
+    this.checkDisk();
     const buf = Buffer.alloc(length);
     let fh: fs.FileHandle;
     try {
       fh = await fs.open(this.stalePath(oid), fsc.O_RDONLY);
     } catch (e) {
-      throw fsErrorResult(e);
+      throw this.fsError(e);
     }
     try {
       for (let done = 0; done < length;) {
@@ -390,13 +574,14 @@ export class ObjectStore {
    * whose content is the current one instead of copying it again.
    */
   async hashOf(oid: bigint, size: number, stale = false): Promise<Buffer> {
+    this.checkDisk();
     const h = crypto.createHash('sha256');
     const buf = Buffer.alloc(Math.min(size, 1 << 20));
     let fh: fs.FileHandle;
     try {
       fh = await fs.open(stale ? this.stalePath(oid) : this.pathOf(oid), fsc.O_RDONLY);
     } catch (e) {
-      throw fsErrorResult(e);
+      throw this.fsError(e);
     }
     try {
       for (let off = 0; off < size;) {
@@ -493,5 +678,7 @@ function epochBytes(epoch: number): Buffer {
   }
   return b;
 }
+/** What the disk probe writes and reads back. */
+const PROBE_DATA = Buffer.from('sheepdog disk probe\n');
 /** The probe value for checkXattrSupport. */
 const PROBE_VALUE = Buffer.from([1]);

@@ -2,8 +2,8 @@
 // oid kinds, ranges inside objects, READONLY snapshots, copy-on-write sources, inode map updates.
 
 import { Res, SdError } from '../../lib/proto.js';
-import { oidKind, oidToVid, dataOidToIdx, type OidKind } from '../../lib/oid.js';
-import { SD_INODE_SIZE, objectCount } from '../../lib/inode.js';
+import { oidKind, oidToVid, dataOidToIdx, vidToVdiOid, type OidKind } from '../../lib/oid.js';
+import { SD_INODE_SIZE, objectCount, mapEntryOffset } from '../../lib/inode.js';
 import type { ObjectTransport } from '../../lib/vdi-io.js';
 import { SD_ATTR_OBJ_SIZE } from './vdi-attr.js';
 import type { VdiContext } from './context.js';
@@ -89,7 +89,27 @@ export async function objCreate(sys: VdiContext, oid: bigint, offset: number, da
       cowOid = undefined;
       break;
   }
-  return sys.gateway.create(oid, offset, data, cowOid);
+  try {
+    await sys.gateway.create(oid, offset, data, cowOid);
+  } catch (e) {
+    if (oidKind(oid) === 'data' && e instanceof SdError && (e.result === Res.NO_SPACE || e.result === Res.EIO)) await dropUnmapped(sys, oid);
+    throw e;
+  }
+}
+
+/**
+ * A create that failed on one replica (its disk full or failing) succeeded on the others: those
+ * copies are not mapped (the client maps a block only after its create succeeded), so they go now
+ * rather than wait for the orphan sweep.
+ */
+async function dropUnmapped(sys: VdiContext, oid: bigint): Promise<void> {
+  const vid = oidToVid(oid);
+  try {
+    const entry = (await sys.gateway.read(vidToVdiOid(vid), mapEntryOffset(dataOidToIdx(oid)), 4)).readUInt32LE(0);
+    if (entry !== vid) await sys.gateway.remove(oid);
+  } catch {
+    // the orphan sweep of each node finds it later
+  }
 }
 
 /** The same rules as a transport for OpenVdi: in-process VDI I/O for the NBD export. */

@@ -78,6 +78,8 @@ export class VdiTable {
   private readonly inodeMutex = new KeyedMutex<number>();
   /** how a header change made through this node reaches every node's table (set by the cluster) */
   onHeaderChange: (u: HeaderUpdate) => Promise<void> = async (u) => this.applyHeader(u);
+  /** told on every node when a VDI stops existing (the node then reclaims its own copies) */
+  onDeleted: (e: VdiEntry) => void = () => undefined;
 
   constructor(private readonly gw: ObjectIo, private readonly log: Logger) {}
 
@@ -302,10 +304,17 @@ export class VdiTable {
     const e = this.lookup(name, tag, snapid);
     this.remember({ ...e, name: '', tag: '', vdiSize: 0n }, true);
     this.locks.delete(e.vdiId);
+    this.onDeleted(e);
     return e;
   }
 
-  /** DEL_VDI I/O: clear the inode's name and size, free the objects nothing else maps. */
+  /**
+   * DEL_VDI I/O, after the decision (which is the delete: every node's table and vdi-state file has
+   * it): clear the inode's name and size (the header is rewritten in place, which needs no space on
+   * a full disk), then free the objects nothing else maps. The map stays as it was: the size is 0,
+   * so nothing reads it, and zeroing it would allocate blocks. What this cannot finish (a node
+   * away, this gateway dying) each node's orphan sweep finishes.
+   */
   async finishDelete(e: VdiEntry): Promise<void> {
     await this.inodeMutex.run(e.vdiId, async () => {
       const map = await this.readMap(e);
@@ -317,7 +326,6 @@ export class VdiTable {
       const candidates: Array<[number, number]> = [];
       for (let i = 0; i < map.length; i++) if (map[i]) candidates.push([map[i], i]);
       const freed = await this.reclaim(candidates, e.vdiId);
-      if (map.length) await this.gw.write(vidToVdiOid(e.vdiId), SD_INODE_HEADER_SIZE, Buffer.alloc(4 * map.length));
       this.log.info({ vid: hex(e.vdiId), name: e.name, tag: e.tag, snapid: e.snapId, freed }, 'VDI deleted');
     });
   }
@@ -337,6 +345,17 @@ export class VdiTable {
       if (await this.gw.remove(vidToDataOid(owner, idx))) freed++;
     }
     return freed;
+  }
+
+  /** Live VDIs that may map objects of `vid` (itself and its descendants). */
+  liveLineage(vid: number): VdiEntry[] {
+    return this.all().filter((v) => !v.deleted && this.descendsFrom(v, vid));
+  }
+
+  /** A deleted VDI no live VDI descends from: none of its objects is mapped by anything. */
+  unreferenced(vid: number): boolean {
+    const e = this.vdis.get(vid);
+    return !!e && e.deleted && this.liveLineage(vid).length === 0;
   }
 
   private descendsFrom(v: VdiEntry, ancestor: number): boolean {
