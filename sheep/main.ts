@@ -4,7 +4,7 @@
 process.env.UV_THREADPOOL_SIZE ??= '16'; // object I/O runs on libuv's pool: 4 threads starve it
 
 import fs from 'node:fs/promises';
-import { constants as fsc } from 'node:fs';
+import fsSync, { constants as fsc } from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -57,7 +57,7 @@ interface SheepOptions {
   maxConnections?: number;
   bufferLimit: number;
   socketGroup?: string;
-  reservedSpace: number;
+  reservedSpace?: number;
   orphanGrace: number;
 }
 
@@ -67,6 +67,8 @@ function sizeOpt(v: string): number {
   return n;
 }
 
+/** --reserved-space when not given (a tenth of a smaller filesystem). */
+const DEFAULT_RESERVE = 256 * 1024 * 1024;
 /** How often the store's disk is probed (write, sync, read back). */
 const DISK_PROBE_MS = 5000;
 
@@ -157,7 +159,7 @@ function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
     .option('--readonly-vdi <vdi,...>', 'unauthenticated clients (QEMU, NBD) may only read these VDIs (repeatable)', collect, [])
     .option('--max-connections <n>', 'open connections on all ports together (default: the descriptor limit less a reserve for object files and peers); the last 64 are kept for collie and peers', intArg(16, 1 << 20))
     .option('--buffer-limit <size>', 'request bytes held in memory at once, all connections together; a connection waits when it is reached', sizeOpt, 256 * 1024 * 1024)
-    .option('--reserved-space <size>', 'free space the store keeps: new objects and recovery copies stop there, so deletes, metadata and recovery bookkeeping still work on a full disk (0: none)', sizeOrZero, 256 * 1024 * 1024)
+    .option('--reserved-space <size>', 'free space the store keeps: new objects and recovery copies stop there, so deletes, metadata and recovery bookkeeping still work on a full disk (default: 256M, or a tenth of a smaller filesystem; 0: none)', sizeOrZero)
     .option('--orphan-grace <seconds>', 'an unmapped data object of a live VDI (a write that failed halfway, a client that died between create and map) is reclaimed once this old', intArg(1, 7 * 86400), 600)
     .option('--socket-group <group>', 'group that owns the Unix sockets (mode 0660)')
     .showHelpAfterError()
@@ -297,7 +299,9 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   });
 
   const store = await ObjectStore.open(dir, log);
-  store.setReserve(o.reservedSpace);
+  const fsBytes = (() => { const st = fsSync.statfsSync(dir); return st.blocks * st.bsize; })();
+  store.setReserve(o.reservedSpace ?? Math.min(DEFAULT_RESERVE, Math.floor(fsBytes / 10)));
+  log.info({ reserve: store.space().reserve, filesystem: fsBytes }, 'free space kept for deletes and metadata (--reserved-space)');
   parts.store = store;
   const port = o.port;
   const me: NodeInfo = { nid: `${host}:${port}`, host, port, zone: o.zone ?? defaultZone(host), vnodes: o.vnodes };

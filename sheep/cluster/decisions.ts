@@ -52,7 +52,7 @@ export class Decisions {
     let error: unknown = null;
     try {
       result = await this.apply(msg.op);
-      if (msg.op.kind !== 'format' && msg.op.kind !== 'shutdown' && this.s.config) await saveVdiState(this.s.dir, this.s.vdis.exportState());
+      if (msg.op.kind !== 'format' && msg.op.kind !== 'shutdown' && this.s.config) await this.s.persist('vdi-state', () => saveVdiState(this.s.dir, this.s.vdis.exportState()));
     } catch (e) {
       error = e;
     }

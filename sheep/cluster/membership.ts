@@ -345,7 +345,7 @@ export class Membership {
     this.nodes.push({ member: this.member, info: this.s.me, storeEpoch: msg.storeEpoch });
     this.s.log.info({ nodes: this.nodes.map((n) => n.info.nid), epoch: this.s.epoch, status: this.s.status }, 'joined the cluster');
     await this.membershipChanged();
-    if (this.s.config) await saveVdiState(this.s.dir, this.s.vdis.exportState());
+    if (this.s.config) await this.s.persist('vdi-state', () => saveVdiState(this.s.dir, this.s.vdis.exportState()));
     this.joinedResolve();
   }
 
@@ -375,7 +375,7 @@ export class Membership {
     // still waiting until the epoch is settled: nobody may see 'running' with the old epoch
     // (recover enable/disable applied since the leader took its snapshot is newer than the snapshot's)
     await this.adopt({ ...msg.snapshot, status: 'wait_join', autoRecovery: this.s.autoRecovery });
-    await saveVdiState(this.s.dir, this.s.vdis.exportState());
+    await this.s.persist('vdi-state', () => saveVdiState(this.s.dir, this.s.vdis.exportState()));
     this.s.log.info({ epoch: this.s.epoch, forced: msg.forced, nodes: this.members.map((n) => n.nid) }, 'cluster resumed after a restart');
     await this.membershipChanged(true, msg.forced);
   }
@@ -470,7 +470,7 @@ export class Membership {
 
   async newEpoch(epoch: number): Promise<void> {
     this.s.epoch = epoch;
-    await this.s.epochLog.append({ epoch, time: Date.now(), nodes: this.members });
+    await this.s.persist('epoch log', () => this.s.epochLog.append({ epoch, time: Date.now(), nodes: this.members }));
     this.s.log.info({ epoch, nodes: this.members.map((n) => n.nid) }, 'epoch changed');
   }
 }

@@ -81,6 +81,21 @@ export class ClusterState {
     return { copies: c?.copies ?? 0, copyPolicy: c?.copyPolicy ?? 0, blockSizeShift: c?.blockSizeShift ?? 0 };
   }
 
+  /**
+   * Writes this node's copy of cluster state (epoch log, VDI table). On a failed disk there is none
+   * to keep: the node goes on in memory as a gateway, and a restart needs a working disk anyway.
+   */
+  async persist(what: string, fn: () => Promise<void>): Promise<void> {
+    if (this.store.failed) return;
+    try {
+      await fn();
+    } catch (e) {
+      this.store.fsError(e);
+      if (!this.store.failed) throw e;
+      this.log.warn({ what, err: (e as Error).message }, 'cluster state not saved: the disk failed');
+    }
+  }
+
   /** Object I/O is refused while the cluster waits for its nodes or has lost its majority. */
   ioAllowed(): void {
     if (this.status === 'wait_join') throw new SdError(Res.WAIT_FOR_JOIN);

@@ -99,7 +99,7 @@ export class ObjectStore {
    * Maps a failed fs call to a protocol result; an error of the disk itself takes the whole store
    * out of service at once (a disk that returned EIO once is not trusted with copies again).
    */
-  private fsError(e: unknown): SdError {
+  fsError(e: unknown): SdError {
     const code = (e as NodeJS.ErrnoException)?.code;
     if (code && DISK_FAILURE.has(code) && !this.failed) {
       this.failed = `${code} ${(e as Error).message}`.slice(0, 200);

@@ -9,7 +9,22 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] a
 
 export function createLogger(dir: string, level: string, foreground: boolean): Logger {
   const file = pino.destination({ dest: path.join(dir, 'sheep.log'), mkdir: true, sync: false });
-  const streams: pino.StreamEntry[] = [{ level: level as pino.Level, stream: file }];
+  // the log lives on the store's disk: when that disk fails, the file stops taking lines (an
+  // unhandled write error would stop the daemon, and its exit would block flushing the dead file);
+  // the cluster goes on logging the failure on the other nodes
+  let fileFailed = false;
+  file.on('error', (e: Error) => {
+    if (fileFailed) return;
+    fileFailed = true;
+    process.stderr.write(`sheep: cannot write ${path.join(dir, 'sheep.log')} (${e.message}): logging to it stopped\n`);
+    try { file.destroy(); } catch { /* already closed */ }
+  });
+  const guarded = {
+    write(line: string): void { if (!fileFailed) file.write(line); },
+    flush(): void { if (!fileFailed) file.flush(); },
+    flushSync(): void { if (!fileFailed) file.flushSync(); },
+  };
+  const streams: pino.StreamEntry[] = [{ level: level as pino.Level, stream: guarded }];
   if (foreground) streams.push({ level: level as pino.Level, stream: pino.destination(2) });
   return pino({ level, base: { pid: process.pid } }, pino.multistream(streams));
 }
