@@ -48,6 +48,8 @@ export class Membership {
   private readonly refusedForeign = new Set<string>();
   /** waiters for the next membership change (the gateway retries after one) */
   private epochWaiters: Array<() => void> = [];
+  /** told after every membership change (the gateway drops links to nodes that left) */
+  onChanged: () => void = () => undefined;
 
   constructor(
     private readonly s: ClusterState,
@@ -450,6 +452,7 @@ export class Membership {
         }
       }
     }
+    this.onChanged();
     const w = this.epochWaiters;
     this.epochWaiters = [];
     for (const f of w) f();

@@ -77,6 +77,7 @@ export class System {
     const codec = new GroupCodec(clusterKey);
     this.membership = new Membership(this.state, group, codec, (from, msg) => this.decisions.applyOp(from, msg));
     this.decisions = new Decisions(this.state, group, codec, this.membership);
+    this.membership.onChanged = () => this.gateway.membersChanged();
   }
 
   /** Loads this node's store, joins the group and resolves once this node is part of the cluster. */

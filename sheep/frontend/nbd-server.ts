@@ -617,8 +617,12 @@ class NbdSession {
           return this.fail(handle, E.INVAL, `unknown command ${type}`);
       }
     } catch (e) {
-      this.log.debug({ peer: this.peer, type, err: (e as Error).message }, 'NBD command failed');
-      return this.fail(handle, errnoOf(e), (e as Error).message);
+      const errno = errnoOf(e);
+      // a client's own mistake is its business; an I/O error the cluster gave it is the operator's
+      const fields = { peer: this.peer, type, offset: Number(offset), length, err: (e as Error).message, result: e instanceof SdError ? e.result : undefined };
+      if (errno === E.IO) this.log.warn(fields, 'NBD command failed with EIO');
+      else this.log.debug(fields, 'NBD command failed');
+      return this.fail(handle, errno, (e as Error).message);
     }
   }
 

@@ -120,6 +120,14 @@ export class Gateway implements ObjectIo {
     return this.ring;
   }
 
+  /**
+   * After a membership change: links to nodes that left are closed at once, so requests waiting on a
+   * node cut off by a partition fail now and retry on the new placement (not after the peer timeout).
+   */
+  membersChanged(): void {
+    this.currentRing();
+  }
+
   /** The nodes that should hold `oid` now. */
   targets(oid: bigint): NodeInfo[] {
     return this.currentRing().replicas(oid, Math.max(1, this.ctx.copies(oid)));

@@ -99,6 +99,8 @@ export function goData(name: string): Buffer {
 /** A connection in transmission phase with simple replies. */
 export class NbdConn {
   private next = 1n;
+  /** how long a reply may take (a thrash waits out membership changes: real NBD clients wait too) */
+  replyTimeoutMs = 5000;
   private constructor(readonly s: RawSocket, readonly size: bigint, readonly flags: number) {}
 
   static async open(opts: net.NetConnectOpts, name: string): Promise<NbdConn> {
@@ -126,10 +128,10 @@ export class NbdConn {
     h.writeBigUInt64BE(BigInt(offset), 16);
     h.writeUInt32BE(length, 24);
     this.s.write(data ? Buffer.concat([h, data]) : h);
-    const r = await this.s.read(16);
+    const r = await this.s.read(16, this.replyTimeoutMs);
     if (!r) throw new Error('no reply');
     const error = r.readUInt32BE(4);
-    const body = type === NBD_CMD.READ && error === 0 ? await this.s.read(length) : Buffer.alloc(0);
+    const body = type === NBD_CMD.READ && error === 0 ? await this.s.read(length, this.replyTimeoutMs) : Buffer.alloc(0);
     return { error, data: body ?? Buffer.alloc(0) };
   }
 

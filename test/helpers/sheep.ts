@@ -30,11 +30,11 @@ export async function tempDir(prefix = 'sheep-test-'): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), prefix));
 }
 
-export async function waitForPort(port: number, ms = 15000): Promise<void> {
+export async function waitForPort(port: number, ms = 15000, host = '127.0.0.1'): Promise<void> {
   const deadline = Date.now() + ms;
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ host: '127.0.0.1', port });
+      const s = net.connect({ host, port });
       s.once('connect', () => { s.destroy(); resolve(true); });
       s.once('error', () => resolve(false));
     });
