@@ -17,7 +17,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { SheepProcess, freePort, tempDir, stopSequencer, waitForPort, SHEEP } from '../helpers/sheep.js';
+import { SheepProcess, freePort, tempDir, stopSequencer, waitForPort, endProcess, SHEEP } from '../helpers/sheep.js';
 import { NbdConn, NBD_CMD } from '../helpers/nbd-client.js';
 import { startCorosync, corosyncAvailable, type Corosync } from '../helpers/corosync.js';
 import { SheepClient } from '../../lib/client.js';
@@ -97,22 +97,12 @@ class HostNode implements Node {
   }
 
   async kill9(): Promise<void> {
-    const p = this.proc;
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    const done = new Promise<void>((r) => p.once('exit', () => r()));
-    p.kill('SIGKILL');
-    await done;
+    await endProcess(this.proc, 'SIGKILL');
     this.proc = null;
   }
 
   async stop(): Promise<void> {
-    const p = this.proc;
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    const done = new Promise<void>((r) => p.once('exit', () => r()));
-    p.kill('SIGTERM');
-    const t = setTimeout(() => p.kill('SIGKILL'), 10000);
-    await done;
-    clearTimeout(t);
+    await endProcess(this.proc, 'SIGTERM');
     this.proc = null;
   }
 }

@@ -74,28 +74,28 @@ export class SheepProcess {
 
   /** Graceful stop (SIGTERM), bounded: SIGKILL after 10 s. */
   async stop(): Promise<void> {
-    const p = this.proc;
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    const done = new Promise<void>((r) => p.once('exit', () => r()));
-    p.kill('SIGTERM');
-    const t = setTimeout(() => p.kill('SIGKILL'), 10000);
-    await done;
-    clearTimeout(t);
+    await endProcess(this.proc, 'SIGTERM');
     this.proc = null;
   }
 
   async kill9(): Promise<void> {
-    const p = this.proc;
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    const done = new Promise<void>((r) => p.once('exit', () => r()));
-    p.kill('SIGKILL');
-    await done;
+    await endProcess(this.proc, 'SIGKILL');
     this.proc = null;
   }
 
   get alive(): boolean {
     return !!this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
   }
+}
+
+/** Ends a child with `signal` (SIGTERM is followed by SIGKILL after 10 s) and waits for its exit. */
+export async function endProcess(p: ChildProcess | null, signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
+  if (!p || p.exitCode !== null || p.signalCode !== null) return;
+  const done = new Promise<void>((r) => p.once('exit', () => r()));
+  p.kill(signal);
+  const t = signal === 'SIGTERM' ? setTimeout(() => p.kill('SIGKILL'), 10000) : undefined;
+  await done;
+  clearTimeout(t);
 }
 
 /** A fresh store with one running sheep; formatted unless `format` is false. */
