@@ -58,8 +58,10 @@ export class OrphanCollector {
   private async sweepOnce(): Promise<SweepResult> {
     const res: SweepResult = { removed: 0, setAside: 0 };
     if (!this.canSweep()) return res;
-    const started = Date.now();
-    const cutoff = started - this.graceMs;
+    // only copies last written before the sweep began, less the grace: a block created since (or
+    // re-created: a create replaces the file) is younger, and clients map a block right after creating it,
+    // so anything older that the maps read below do not show is mapped by nothing
+    const cutoff = Date.now() - this.graceMs;
     const byVid = new Map<number, Array<{ oid: bigint; stale: boolean }>>();
     const add = (oid: bigint, stale: boolean) => {
       const kind = oidKind(oid);
@@ -87,8 +89,6 @@ export class OrphanCollector {
           this.log.debug({ vid: vid.toString(16), err: (err as Error).message }, 'orphan sweep: maps unreadable now; next time');
           continue;
         }
-        // a map read long ago may miss a block mapped since: the age check below must cover it
-        if (Date.now() - started > this.graceMs / 2) break;
       }
       // nothing creates objects of a deleted VDI: no age check. A live VDI's unmapped object may be
       // a create whose map update is on its way, and an undone VDI's a create still in flight
