@@ -27,6 +27,9 @@ export interface ConnOpts {
   raw?: boolean;
 }
 
+/** A port that does not answer collie's first request this soon is not taken for a sheep. */
+const FIRST_REPLY_MS = 15_000;
+
 /** The cluster key collie proves on every connection (admin role), once loaded. */
 let clusterKey: Buffer | null = null;
 
@@ -48,7 +51,7 @@ export function loadClusterKey(option: string | undefined): void {
 export async function connectTo(host: string, port: number): Promise<SheepClient> {
   let c: SheepClient;
   try {
-    c = await SheepClient.connect({ host, port });
+    c = await SheepClient.connect({ host, port }, 5000, FIRST_REPLY_MS);
   } catch (e) {
     throw new CliError(`failed to connect to ${host}:${port}: ${(e as Error).message}`, EXIT_SYSFAIL);
   }

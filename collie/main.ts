@@ -2,8 +2,9 @@
 // collie: the command-line tool that runs a sheepdog cluster. `collie <group> <command> [args]`.
 
 import { Command, InvalidArgumentError } from 'commander';
-import { CliError, EXIT_FAILURE, EXIT_USAGE, sizeArg, loadClusterKey, reason } from './common.js';
+import { CliError, EXIT_FAILURE, EXIT_SYSFAIL, EXIT_USAGE, sizeArg, loadClusterKey, reason } from './common.js';
 import { SdError } from '../lib/proto.js';
+import { NotASheepError } from '../lib/client.js';
 import { DEFAULT_KEY_FILE } from '../lib/auth.js';
 import { clusterFormat, clusterInfo, clusterShutdown, clusterRecoverForce, clusterRecoverMode, clusterKeygen } from './cluster.js';
 import { nodeListCmd, nodeInfoCmd, nodeRecoveryCmd, nodeSetThrottle, nodeGetThrottle } from './node.js';
@@ -44,8 +45,12 @@ function act<A extends unknown[]>(fn: (...a: A) => Promise<void>) {
         // the server said no: its reason, not a stack trace
         process.stderr.write(`${reason(e)}\n`);
         process.exitCode = EXIT_FAILURE;
+      } else if (e instanceof NotASheepError) {
+        process.stderr.write(`${e.message}\n`);
+        process.exitCode = EXIT_SYSFAIL;
       } else {
-        process.stderr.write(`${(e as Error)?.stack ?? String(e)}\n`);
+        // a sentence, not a stack trace (COLLIE_DEBUG=1 shows where it came from)
+        process.stderr.write(`${process.env.COLLIE_DEBUG ? (e as Error)?.stack : (e as Error)?.message ?? String(e)}\n`);
         process.exitCode = EXIT_FAILURE;
       }
     }

@@ -9,7 +9,7 @@ import { vidToVdiOid } from '../lib/oid.js';
 import { InodeOff, SD_INODE_HEADER_SIZE, maxVdiSize, decodeInodeHeader, ctimeSeconds, type InodeHeader } from '../lib/inode.js';
 import { CliError, EXIT_USAGE, withClient, out, reason, shortTime, snapshotSpec, padL, confirm } from './common.js';
 import type { ConnOpts } from './common.js';
-import { allInodes } from './vdi.js';
+import { allInodes, checkNewName } from './vdi.js';
 
 function openError(name: string, snap: string | undefined, e: unknown): CliError {
   const { tag, snapid } = snapshotSpec(snap);
@@ -66,6 +66,7 @@ export async function vdiSnapshot(name: string, o: ConnOpts & { snapshot?: strin
 
 export async function vdiClone(src: string, dst: string, o: ConnOpts & { snapshot?: string; prealloc?: boolean; full?: boolean }): Promise<void> {
   if (!o.snapshot) throw new CliError("Only snapshot VDIs can be cloned\nPlease specify the '-s' option", EXIT_USAGE);
+  checkNewName(dst);
   await withClient(o, async (c) => {
     const snapVid = await resolveVid(c, src, o.snapshot);
     const base = await OpenVdi.open(c, snapVid);

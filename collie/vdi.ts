@@ -1,5 +1,7 @@
 // collie vdi: create, list, delete, read, write, object.
 
+import fs from 'node:fs';
+import { vdiNameProblem } from '../lib/vdi-name.js';
 import { SheepClient } from '../lib/client.js';
 import { Res, SdError } from '../lib/proto.js';
 import { formatSize } from '../lib/units.js';
@@ -24,7 +26,14 @@ export interface CreateOpts extends ConnOpts {
   verbose?: boolean;
 }
 
+/** A new VDI's name is checked here first, as the sheep checks it, so the reason is a sentence. */
+export function checkNewName(name: string): void {
+  const bad = vdiNameProblem(name);
+  if (bad) throw new CliError(`Invalid VDI name ${JSON.stringify(name)}: ${bad}`, EXIT_USAGE);
+}
+
 export async function vdiCreate(name: string, size: number, o: CreateOpts): Promise<void> {
+  checkNewName(name);
   const bss = o.blockSizeShift ?? 0;
   if (bss && bss < SD_MIN_BLOCK_SIZE_SHIFT) throw new CliError(`Object Size is larger than 2^20. Please set shift bit larger than 20`);
   if (bss > SD_MAX_BLOCK_SIZE_SHIFT) throw new CliError(`Object Size is limited to 2^31. Please set shift bit lower than 31`);
@@ -101,7 +110,9 @@ export async function allInodes(c: SheepClient, damaged?: (vid: number, why: unk
 // ------------------------------------------------------------------ list
 
 export async function vdiList(name: string | undefined, o: ConnOpts): Promise<void> {
-  if (!o.raw) out('  Name        Id    Size    Used  Shared    Creation time   VDI id  Copies  Tag   Block Size Shift\n');
+  // the whole listing is gathered first: a failure prints no half table
+  const lines: string[] = [];
+  if (!o.raw) lines.push('  Name        Id    Size    Used  Shared    Creation time   VDI id  Copies  Tag   Block Size Shift\n');
   await withClient(o, async (c) => {
     const damaged: number[] = [];
     for (const h of await allInodes(c, (vid) => damaged.push(vid))) {
@@ -115,21 +126,24 @@ export async function vdiList(name: string | undefined, o: ConnOpts): Promise<vo
       const sec = ctimeSeconds(h.createTime);
       if (o.raw) {
         const type = snap ? 's' : clone ? 'c' : '=';
-        out(`${type} ${escapeName(h.name)} ${id} ${h.vdiSize} ${own * os} ${shared * os} ${sec} ${h.vdiId.toString(16)} ${h.nrCopies} ${h.tag} ${h.blockSizeShift}\n`);
+        lines.push(`${type} ${escapeName(h.name)} ${id} ${h.vdiSize} ${own * os} ${shared * os} ${sec} ${h.vdiId.toString(16)} ${h.nrCopies} ${h.tag} ${h.blockSizeShift}\n`);
       } else {
         const type = snap ? 's' : clone ? 'c' : ' ';
-        out(`${type} ${padR(h.name, 8)} ${padL(id, 5)} ${padL(formatSize(Number(h.vdiSize)), 7)} ${padL(formatSize(own * os), 7)} ` +
+        lines.push(`${type} ${padR(h.name, 8)} ${padL(id, 5)} ${padL(formatSize(Number(h.vdiSize)), 7)} ${padL(formatSize(own * os), 7)} ` +
           `${padL(formatSize(shared * os), 7)} ${shortTime(sec)}  ${padL(h.vdiId.toString(16), 7)} ${padL(h.nrCopies, 6)} ${padL(h.tag, 13)} ${padL(h.blockSizeShift, 3)}\n`);
       }
     }
     // a VDI whose inode is gone is still in the table: show it, marked, rather than fail the listing
     if (name === undefined) {
       for (const vid of damaged) {
-        if (o.raw) out(`d (damaged) 0 - - - - ${vid.toString(16)} - - -\n`);
-        else out(`d ${padR('(damaged)', 8)} ${padL('-', 5)} ${padL('-', 7)} ${padL('-', 7)} ${padL('-', 7)} ${padR('-', 16)}  ${padL(vid.toString(16), 7)} ${padL('-', 6)} ${padL('-', 13)} ${padL('-', 3)}\n`);
+        if (o.raw) lines.push(`d (damaged) 0 - - - - ${vid.toString(16)} - - -\n`);
+        else lines.push(`d ${padR('(damaged)', 8)} ${padL('-', 5)} ${padL('-', 7)} ${padL('-', 7)} ${padL('-', 7)} ${padR('-', 16)}  ${padL(vid.toString(16), 7)} ${padL('-', 6)} ${padL('-', 13)} ${padL('-', 3)}\n`);
       }
+      out(lines.join(''));
+      lines.length = 0;
       if (damaged.length) process.stderr.write(`${damaged.length} VDI(s) marked d: the inode object is missing or unreadable on every replica\n`);
     }
+    out(lines.join(''));
   });
 }
 
@@ -194,7 +208,28 @@ export async function vdiRead(name: string, offset: number, len: number | undefi
 }
 
 /** Reads stdin into pieces aligned to the VDI's objects, yielding each as soon as it is complete. */
-async function* stdinPieces(v: OpenVdi, offset: number, total: number): AsyncGenerator<{ idx: number; off: number; data: Buffer }> {
+/** The size of stdin when it is a regular file (known before reading), else null. */
+function stdinFileSize(): number | null {
+  try {
+    const st = fs.fstatSync(0);
+    return st.isFile() ? st.size - posOfStdin() : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Where stdin's file position is (a shell may hand over a file already partly read). */
+function posOfStdin(): number {
+  try {
+    const m = /^pos:\s*(\d+)/m.exec(fs.readFileSync('/proc/self/fdinfo/0', 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** `input.overflow` is set when stdin held more than `total` bytes (the rest is not read). */
+async function* stdinPieces(v: OpenVdi, offset: number, total: number, input = { overflow: false }): AsyncGenerator<{ idx: number; off: number; data: Buffer }> {
   let pos = 0;
   let cur: Buffer | null = null;
   let fill = 0;
@@ -206,9 +241,13 @@ async function* stdinPieces(v: OpenVdi, offset: number, total: number): AsyncGen
     cur = Buffer.allocUnsafe(piece.len);
     fill = 0;
   };
-  if (total === 0) return;
   nextPiece();
   for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+    if (pos >= total) {
+      // everything that fits was written: one more byte means the input was longer
+      if (chunk.length) input.overflow = true;
+      return;
+    }
     let at = 0;
     while (at < chunk.length && pos < total) {
       const k = Math.min(chunk.length - at, piece.len - fill);
@@ -221,7 +260,10 @@ async function* stdinPieces(v: OpenVdi, offset: number, total: number): AsyncGen
         if (pos < total) nextPiece();
       }
     }
-    if (pos >= total) return;
+    if (pos >= total && at < chunk.length) {
+      input.overflow = true;
+      return;
+    }
   }
   // stdin ended early: write what arrived, nothing more
   if (fill > 0) yield { idx: piece.idx, off: piece.off, data: cur!.subarray(0, fill) };
@@ -237,10 +279,16 @@ export async function vdiWrite(name: string, offset: number, len: number | undef
     }
     try {
       const v = await OpenVdi.open(c, vid);
+      // what cannot fit is refused before a byte is written: an explicit length, or stdin that is a file
+      const want = len ?? stdinFileSize();
+      if (offset > v.size || (want !== null && offset + want > v.size)) {
+        throw new CliError(`Writing ${want ?? 0} bytes at offset ${offset} would go past the end of ${name} (${v.size} bytes); nothing written`);
+      }
       const total = clipRange(v, offset, len, 'Write');
       const inflight = new Set<Promise<void>>();
       let failure: unknown = null;
-      for await (const p of stdinPieces(v, offset, total)) {
+      const input = { overflow: false };
+      for await (const p of stdinPieces(v, offset, total, input)) {
         const pr: Promise<void> = v.writePiece(p.idx, p.off, p.data)
           .catch((e) => { failure ??= e; })
           .finally(() => inflight.delete(pr));
@@ -251,6 +299,10 @@ export async function vdiWrite(name: string, offset: number, len: number | undef
       await Promise.all(inflight);
       if (failure) throw new CliError(`Failed to write VDI: ${reason(failure)}`);
       await c.flushVdi(vid);
+      // a pipe longer than the VDI is only known at its end: say what was dropped
+      if (len === undefined && input.overflow) {
+        throw new CliError(`Input is longer than ${name} (${v.size} bytes): the first ${total} bytes from offset ${offset} were written, the rest was not`);
+      }
     } finally {
       await c.releaseVdi(name, vid).catch(() => undefined);
     }

@@ -24,6 +24,9 @@ export interface Reply {
   data: Buffer;
 }
 
+/** The other end does not speak the sheepdog protocol (a wrong port, another service). */
+export class NotASheepError extends Error {}
+
 interface Pending {
   resolve: (r: Reply) => void;
   reject: (e: Error) => void;
@@ -37,9 +40,14 @@ export class SheepClient {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private closedError: Error | null = null;
+  private gotReply = false;
+  private firstChecked = false;
+  /** opcodes sent before the first reply (that reply must echo one of them) */
+  private readonly sentOpcodes = new Set<number>();
+  private firstReplyTimer: NodeJS.Timeout | undefined;
   readonly ready: Promise<void>;
 
-  private constructor(addr: ClientAddress, timeoutMs: number) {
+  private constructor(addr: ClientAddress, timeoutMs: number, private readonly firstReplyTimeoutMs = 0) {
     const t = addr.tls;
     this.sock = addr.socketPath
       ? net.connect({ path: addr.socketPath })
@@ -66,28 +74,56 @@ export class SheepClient {
       if (len > MAX_REPLY) throw new Error(`reply with absurd data_length ${len}`);
       return len;
     }, (hdr, data) => this.onReply(hdr, data));
+    const where = addr.socketPath ?? `${addr.host ?? '127.0.0.1'}:${addr.port ?? 7000}`;
     this.sock.on('data', (chunk) => {
-      try { reader.push(chunk); } catch (e) { this.sock.destroy(e as Error); }
+      // a sheep speaks only when asked: bytes before any request come from another kind of server
+      if (!this.gotReply && this.pending.size === 0) {
+        this.sock.destroy(new NotASheepError(`${where} is not a sheep (it spoke before being asked)`));
+        return;
+      }
+      // a sheep's first answer begins with the header of a request we sent (byte 1: its opcode)
+      if (!this.gotReply && !this.firstChecked && chunk.length >= 2) {
+        this.firstChecked = true;
+        if (!this.sentOpcodes.has(chunk[1])) {
+          this.sock.destroy(new NotASheepError(`${where} is not a sheep (its answer is no sheepdog reply)`));
+          return;
+        }
+      }
+      try { reader.push(chunk); } catch (e) { this.sock.destroy(this.gotReply ? e as Error : new NotASheepError(`${where} is not a sheep (${(e as Error).message})`)); }
     });
+    this.notASheep = (why) => this.sock.destroy(new NotASheepError(`${where} is not a sheep (${why})`));
     this.sock.on('error', (e) => this.failAll(e));
     this.sock.on('close', () => this.failAll(new Error('connection closed by server')));
   }
 
-  static async connect(addr: ClientAddress, timeoutMs = 5000): Promise<SheepClient> {
-    const c = new SheepClient(addr, timeoutMs);
+  /**
+   * `firstReplyTimeoutMs`: when the first request gets no answer that soon, the other end is taken for
+   * something else than a sheep (tools use it; peers, which may wait on a busy node, do not).
+   */
+  static async connect(addr: ClientAddress, timeoutMs = 5000, firstReplyTimeoutMs = 0): Promise<SheepClient> {
+    const c = new SheepClient(addr, timeoutMs, firstReplyTimeoutMs);
     await c.ready;
     return c;
   }
 
+  private notASheep: (why: string) => void = () => undefined;
+
   private onReply(hdr: Buffer, data: Buffer): void {
     const rsp = decodeRsp(hdr);
     const p = this.pending.get(rsp.id);
-    if (!p) return; // a reply nobody waits for: ignore
+    if (!this.gotReply) {
+      // the first reply must answer a request we sent
+      if (!p) return this.notASheep('its first answer matches no request');
+      this.gotReply = true;
+      clearTimeout(this.firstReplyTimer);
+    }
+    if (!p) return; // a reply nobody waits for (any more): ignore
     this.pending.delete(rsp.id);
     p.resolve({ rsp, data });
   }
 
   private failAll(e: Error): void {
+    clearTimeout(this.firstReplyTimer);
     if (!this.closedError) this.closedError = e;
     for (const p of this.pending.values()) p.reject(this.closedError);
     this.pending.clear();
@@ -99,6 +135,11 @@ export class SheepClient {
     const id = this.nextId;
     this.nextId = (this.nextId + 1) >>> 0 || 1;
     header.writeUInt32LE(id, 8);
+    if (!this.gotReply) this.sentOpcodes.add(header[1]);
+    if (!this.gotReply && this.firstReplyTimeoutMs && !this.firstReplyTimer) {
+      this.firstReplyTimer = setTimeout(() => this.notASheep(`no answer within ${this.firstReplyTimeoutMs / 1000} s`), this.firstReplyTimeoutMs);
+      this.firstReplyTimer.unref?.();
+    }
     return new Promise<Reply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       if (payload && payload.length) {

@@ -16,6 +16,7 @@ import {
 import { oidKind, oidToVid, dataOidToIdx, NR_VDIS } from '../../lib/oid.js';
 import { SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT } from '../../lib/inode.js';
 import { vdiAttr } from '../vdi/vdi-attr.js';
+import { vdiNameProblem } from '../../lib/vdi-name.js';
 import type { AttrRequest, MakeFsArgs, NodeListReply, StatSheepReply, StatClusterReply, Throttle, ForceReleaseArgs } from '../../lib/admin.js';
 import { checkRange, objRead, objWrite, objCreate, objectSize, MAX_DATA_LENGTH } from '../vdi/object-io.js';
 import { SD_INODE_SIZE } from '../../lib/inode.js';
@@ -235,8 +236,12 @@ function nameTag(req: OpRequest): { name: string; tag: string } {
 async function newVdi(sys: System, req: OpRequest): Promise<OpReply> {
   const r = decodeVdiReq(req.hdr);
   const { name } = nameTag(req);
+  const snapshot = r.snapid === 1 && r.baseVdiId !== 0;
+  // a snapshot keeps its VDI's name; only new names are checked (names made before the rule still work)
+  const bad = snapshot ? null : vdiNameProblem(name);
+  if (bad) throw new SdError(Res.INVALID_PARMS, bad);
   const e = await sys.newVdi({
-    name, size: r.vdiSize, baseVid: r.baseVdiId, snapshot: r.snapid === 1 && r.baseVdiId !== 0,
+    name, size: r.vdiSize, baseVid: r.baseVdiId, snapshot,
     copies: r.copies, copyPolicy: r.copyPolicy, blockSizeShift: r.blockSizeShift,
   });
   return vdiReply(e);
