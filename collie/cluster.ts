@@ -86,6 +86,12 @@ The cluster may need to be force recovered if:
 Are you sure you want to continue?`;
 
 export async function clusterRecoverForce(o: ConnOpts & { force: boolean }): Promise<void> {
+  // only a restarted cluster waiting for its nodes has something to force: say so rather than ask
+  const st = await withClient(o, (c) => c.control<StatClusterReply>(Op.STAT_CLUSTER));
+  if (st.status !== 'wait_join') {
+    throw new CliError(`Nothing to force: the cluster is not waiting for nodes to join (${st.statusText}). ` +
+      '`cluster recover force` is for a cluster restarted without a node of its last epoch that will not come back.');
+  }
   if (!o.force && !(await confirm(RECOVER_CAUTION))) throw new CliError('not recovered (use -f to skip the question)');
   await withClient(o, async (c) => {
     try {

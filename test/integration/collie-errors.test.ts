@@ -88,3 +88,9 @@ test('a 255-byte name and a name with spaces are accepted', async () => {
   assert.equal((await collie(s.port, ['vdi', 'create', 'y'.repeat(255), '4M'])).code, 0);
   assert.equal((await collie(s.port, ['vdi', 'create', 'my disk', '4M'])).code, 0);
 });
+
+test('cluster recover force on a running cluster says there is nothing to force', async () => {
+  const r = await collie(s.port, ['cluster', 'recover', 'force', '-f']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^Nothing to force: the cluster is not waiting for nodes to join \(running, auto-recovery enabled\)/);
+});
