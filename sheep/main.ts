@@ -128,7 +128,9 @@ function recoveryArg(v: string): Throttle {
 
 function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
   const program = new Command('sheep')
-    .description('Sheepdog storage daemon: stores objects in DIR and serves the sheepdog protocol (QEMU, collie)')
+    .description('Sheepdog storage daemon: stores objects in DIR and serves the sheepdog protocol (QEMU, collie). ' +
+      'It goes to the background once it serves (the command returns then; -f keeps it in the foreground) ' +
+      'and logs JSON lines to DIR/sheep.log (and to stderr with -f).')
     .version(`Sheepdog daemon version ${VERSION}`, '-v, --version', 'show the version')
     .argument('[DIR]', 'store directory (needs user xattrs)', '/var/lib/sheepdog')
     .option('-p, --port <port>', 'TCP port to listen on', intArg(1, 65535), 7000)
@@ -141,7 +143,7 @@ function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
     .option('-c, --cluster <driver>', 'cluster driver: local[:DIR] (sheep on this machine sharing DIR, default /run/sheepdog/local for root, else $XDG_RUNTIME_DIR/sheepdog-local) or corosync[:GROUP]', 'local')
     .option('-z, --zone <zone>', 'zone id: replicas go to distinct zones (default: derived from the address, so one zone per machine)', intArg(0, 2 ** 32 - 1))
     .option('-V, --vnodes <n>', 'virtual nodes on the placement ring', intArg(1, 65535), 64)
-    .option('-R, --recovery <max=N,interval=MS>', 'throttle recovery: at most N objects copied per MS milliseconds (default: no limit)', recoveryArg, { max: 0, interval: 0 })
+    .option('-R, --recovery <max=N,interval=MS>', 'throttle recovery: at most N objects copied per MS milliseconds', recoveryArg, { max: 0, interval: 0 })
     .option('--nbd [[host:]port]', 'serve VDIs over NBD (default port 10809): export NAME, or NAME@TAG / NAME@SNAPID read-only')
     .option('--nbd-socket <path>', 'serve NBD on this Unix socket too')
     .option('--nbd-allow <cidr,...>', 'only NBD clients from these networks (repeatable)', collect, [])
@@ -164,6 +166,14 @@ function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
     .option('--socket-group <group>', 'group that owns the Unix sockets (mode 0660)')
     .showHelpAfterError()
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 64));
+  // defaults in words, not as JSON ({"max":0,"interval":0}, [], 268435456)
+  for (const opt of program.options) {
+    const d: unknown = opt.defaultValue;
+    if (Array.isArray(d)) opt.defaultValueDescription = 'none';
+    else if (d === false) opt.defaultValueDescription = 'off';
+    else if (opt.long === '--recovery') opt.defaultValueDescription = 'no limit';
+    else if (opt.long === '--buffer-limit') opt.defaultValueDescription = '256M';
+  }
   program.parse(argv, { from: 'user' });
   return { dir: path.resolve(program.args[0] ?? '/var/lib/sheepdog'), opts: program.opts<SheepOptions>() };
 }

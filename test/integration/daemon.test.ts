@@ -115,3 +115,13 @@ test('VDI attributes are set, read, refused on exclusive re-create, deleted, and
     await destroySheep(s);
   }
 });
+
+test('sheep --help says it daemonizes and where it logs, and gives defaults in words', async () => {
+  const r = await run(process.execPath, [SHEEP, '--help']);
+  assert.equal(r.code, 0);
+  const help = r.stdout.toString().replace(/\s+/g, ' ');
+  assert.match(help, /goes to the background once it serves/);
+  assert.match(help, /DIR\/sheep\.log/);
+  assert.doesNotMatch(help, /default: \[\]|default: \{|268435456/);
+  assert.match(help, /--recovery <max=N,interval=MS> throttle recovery: at most N objects copied per MS milliseconds \(default: no limit\)/);
+});
