@@ -2,6 +2,7 @@
 
 import fs from 'node:fs';
 import { vdiNameProblem } from '../lib/vdi-name.js';
+import { progress } from './progress.js';
 import { SheepClient } from '../lib/client.js';
 import { Res, SdError } from '../lib/proto.js';
 import { formatSize } from '../lib/units.js';
@@ -51,10 +52,13 @@ export async function vdiCreate(name: string, size: number, o: CreateOpts): Prom
     if (o.prealloc) {
       const v = await OpenVdi.open(c, vid);
       const os = v.objectSize;
+      const bar = progress(`preallocating ${name}`, v.map.length, 'objects');
       for (let idx = 0; idx < v.map.length; idx++) {
         const len = Math.min(os, v.size - idx * os);
         await v.writePiece(idx, 0, Buffer.alloc(len));
+        bar.add(1);
       }
+      bar.stop();
     }
     if (o.verbose) out(o.raw ? `${vid.toString(16)}\n` : `VDI ID of newly created VDI: ${vid.toString(16)}\n`);
   });
@@ -182,6 +186,7 @@ export async function vdiRead(name: string, offset: number, len: number | undefi
   await withClient(o, async (c) => {
     const v = await openByName(c, name, o.snapshot);
     const total = clipRange(v, offset, len, 'Read');
+    const bar = progress(`reading ${name}`, total, 'bytes');
     const pieces = [...v.pieces(offset, total)];
     const inflight: Array<Promise<Buffer>> = [];
     let next = 0;
@@ -194,15 +199,20 @@ export async function vdiRead(name: string, offset: number, len: number | undefi
       }
     };
     issue();
-    while (inflight.length) {
-      let buf: Buffer;
-      try {
-        buf = await inflight.shift()!;
-      } catch (e) {
-        throw new CliError(`Failed to read VDI: ${reason(e)}`);
+    try {
+      while (inflight.length) {
+        let buf: Buffer;
+        try {
+          buf = await inflight.shift()!;
+        } catch (e) {
+          throw new CliError(`Failed to read VDI: ${reason(e)}`);
+        }
+        issue();
+        bar.add(buf.length);
+        if (!process.stdout.write(buf)) await new Promise<void>((r) => process.stdout.once('drain', () => r()));
       }
-      issue();
-      if (!process.stdout.write(buf)) await new Promise<void>((r) => process.stdout.once('drain', () => r()));
+    } finally {
+      bar.stop();
     }
   });
 }
@@ -257,6 +267,7 @@ async function* stdinPieces(v: OpenVdi, offset: number, total: number, input = {
       pos += k;
       if (fill === piece.len) {
         yield { idx: piece.idx, off: piece.off, data: cur! };
+        fill = 0; // written: the end of input must not write it again
         if (pos < total) nextPiece();
       }
     }
@@ -288,15 +299,21 @@ export async function vdiWrite(name: string, offset: number, len: number | undef
       const inflight = new Set<Promise<void>>();
       let failure: unknown = null;
       const input = { overflow: false };
-      for await (const p of stdinPieces(v, offset, total, input)) {
-        const pr: Promise<void> = v.writePiece(p.idx, p.off, p.data)
-          .catch((e) => { failure ??= e; })
-          .finally(() => inflight.delete(pr));
-        inflight.add(pr);
-        if (inflight.size >= IO_DEPTH) await Promise.race(inflight);
-        if (failure) break;
+      const bar = progress(`writing ${name}`, want ?? total, 'bytes');
+      try {
+        for await (const p of stdinPieces(v, offset, total, input)) {
+          const pr: Promise<void> = v.writePiece(p.idx, p.off, p.data)
+            .then(() => bar.add(p.data.length))
+            .catch((e) => { failure ??= e; })
+            .finally(() => inflight.delete(pr));
+          inflight.add(pr);
+          if (inflight.size >= IO_DEPTH) await Promise.race(inflight);
+          if (failure) break;
+        }
+        await Promise.all(inflight);
+      } finally {
+        bar.stop();
       }
-      await Promise.all(inflight);
       if (failure) throw new CliError(`Failed to write VDI: ${reason(failure)}`);
       await c.flushVdi(vid);
       // a pipe longer than the VDI is only known at its end: say what was dropped

@@ -1,0 +1,48 @@
+// Progress bars for long collie commands, on stderr and only when it is a terminal: piped or
+// redirected output (scripts, CI) gets nothing extra.
+
+import cliProgress from 'cli-progress';
+import { formatSize } from '../lib/units.js';
+
+export interface Progress {
+  /** `n` more units done */
+  add(n: number): void;
+  /** ends the bar (leaves it showing the final count); once is enough, more is harmless */
+  stop(): void;
+}
+
+const NONE: Progress = { add: () => undefined, stop: () => undefined };
+
+/** A bar counting bytes (`unit: 'bytes'`) or objects, for `total` of them; a no-op without a terminal. */
+export function progress(label: string, total: number, unit: 'bytes' | 'objects'): Progress {
+  if (!process.stderr.isTTY || total <= 0) return NONE;
+  const bar = new cliProgress.SingleBar({
+    stream: process.stderr,
+    format: `${label} [{bar}] {percentage}% {shown} {rate}`,
+    hideCursor: true,
+    clearOnComplete: false,
+    fps: 5,
+  }, cliProgress.Presets.shades_classic);
+  const started = Date.now();
+  let done = 0;
+  const fields = () => {
+    const secs = Math.max(0.001, (Date.now() - started) / 1000);
+    return unit === 'bytes'
+      ? { shown: `${formatSize(done)} / ${formatSize(total)}`, rate: `${formatSize(done / secs)}/s` }
+      : { shown: `${done} / ${total} objects`, rate: '' };
+  };
+  bar.start(total, 0, fields());
+  let stopped = false;
+  return {
+    add(n: number) {
+      done += n;
+      if (!stopped) bar.update(Math.min(done, total), fields());
+    },
+    stop() {
+      if (stopped) return;
+      stopped = true;
+      bar.update(Math.min(done, total), fields());
+      bar.stop();
+    },
+  };
+}
