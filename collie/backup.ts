@@ -7,6 +7,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { SheepClient } from '../lib/client.js';
+import { progress } from './progress.js';
 import { OpenVdi } from '../lib/vdi-io.js';
 import {
   BackupReader, BackupFormatError, baseDigest, encodeEnd, encodeHeader, encodeRecord, REC_DATA, REC_ZERO, type BackupRecord,
@@ -78,7 +79,9 @@ export async function vdiBackup(name: string, o: ConnOpts & { snapshot?: string;
     await write(encodeHeader({ incremental: !!from, blockSizeShift: to.header.blockSizeShift, vdiSize: to.header.vdiSize,
       fromSize: from?.header.vdiSize ?? 0n, indices, baseDigest: digest }), hash);
     let records = 0;
+    const bar = progress(`backing up ${name}`, indices.length, 'objects');
     for (const idx of indices) {
+      bar.add(1);
       const [f, t] = await Promise.all([objectContent(from, idx, os_), objectContent(to, idx, os_)]);
       for (const [off, len] of diffRuns(f, t)) {
         const part = t.subarray(off, off + len);
@@ -87,6 +90,7 @@ export async function vdiBackup(name: string, o: ConnOpts & { snapshot?: string;
         records++;
       }
     }
+    bar.stop();
     const end = encodeEnd(records, hash);
     process.stdout.write(end);
   });
@@ -152,10 +156,16 @@ export async function vdiRestore(name: string, o: ConnOpts & { snapshot?: string
       }
       const v = await OpenVdi.open(c, vid);
       const apply = new BackupReader();
-      for await (const chunk of fs.createReadStream(file, { highWaterMark: 4 << 20 })) {
-        for (const r of apply.push(chunk as Buffer)) {
-          await v.writePiece(r.idx, r.offset, r.type === REC_DATA ? r.data! : Buffer.alloc(r.len));
+      const bar = progress(`restoring ${name}`, (await fsp.stat(file)).size, 'bytes');
+      try {
+        for await (const chunk of fs.createReadStream(file, { highWaterMark: 4 << 20 })) {
+          for (const r of apply.push(chunk as Buffer)) {
+            await v.writePiece(r.idx, r.offset, r.type === REC_DATA ? r.data! : Buffer.alloc(r.len));
+          }
+          bar.add((chunk as Buffer).length);
         }
+      } finally {
+        bar.stop();
       }
       await c.flushVdi(vid);
     });

@@ -10,6 +10,7 @@ import { CliError, EXIT_SYSFAIL, EXIT_EXISTS, EXIT_MISSING, withClient, out, rea
 import { Ring } from '../lib/ring.js';
 import { SD_INODE_SIZE } from '../lib/inode.js';
 import { nodeList } from './node.js';
+import { progress } from './progress.js';
 import { resolveVid } from './vdi-family.js';
 
 // ------------------------------------------------------------------ attributes
@@ -122,7 +123,9 @@ export async function vdiCheck(name: string, o: ConnOpts & { snapshot?: string; 
     let undecided = 0;
     // a VDI a client holds open may be written during the check: differing copies are only reported
     const inUse = (await c.control<LockInfo[]>(Op.LOCK_LIST)).some((l) => l.vid === vid);
+    const bar = progress(`checking ${name}`, oids.length, 'objects');
     for (const oid of oids) {
+      bar.add(1);
       const hex = oidHex(oid);
       const targets = nodes.length < copies ? nodes : ring.replicas(oid, copies);
       const holders = nodes.filter((_, i) => lists[i].has(hex));
@@ -163,6 +166,7 @@ export async function vdiCheck(name: string, o: ConnOpts & { snapshot?: string; 
       for (const m of missing) await onNode(m.host, m.port, (nc) => nc.peerCreate(oid, good.data));
       if (missing.length) out(`fixed missing ${hex}\n`);
     }
+    bar.stop();
     for (const p of problems) out(`${p}\n`);
     if (o.exist) {
       if (missingReplicas || problems.length) {

@@ -25,14 +25,15 @@ after(async () => {
 
 const cmd = (args: string) => `"${process.execPath}" "${COLLIE}" ${args} -a 127.0.0.1 -p ${s.port}`;
 
-test('on a terminal vdi write, vdi read and vdi create -P show a progress bar that reaches 100%', { skip: haveScript ? false : 'script(1) is not installed' }, async () => {
-  const inner = `${cmd('vdi write bar')} < "${path.join(dir, 'in')}" && ${cmd('vdi read bar')} > /dev/null && ${cmd('vdi create -P pre 8M')}`;
+test('on a terminal vdi write, vdi read, vdi create -P and vdi check show a progress bar that reaches 100%', { skip: haveScript ? false : 'script(1) is not installed' }, async () => {
+  const inner = `${cmd('vdi write bar')} < "${path.join(dir, 'in')}" && ${cmd('vdi read bar')} > /dev/null && ${cmd('vdi create -P pre 8M')} && ${cmd('vdi check bar')}`;
   const r = await run('script', ['-qec', inner, '/dev/null']);
   assert.equal(r.code, 0, r.stderr);
   const screen = r.stdout.toString().replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
   assert.match(screen, /writing bar \[[^\]]*\] 100% 16 MB \/ 16 MB/);
   assert.match(screen, /reading bar \[[^\]]*\] 100% 16 MB \/ 16 MB/);
   assert.match(screen, /preallocating pre \[[^\]]*\] 100% 2 \/ 2 objects/);
+  assert.match(screen, /checking bar \[[^\]]*\] 100% 5 \/ 5 objects/); // the inode and 4 data objects
 });
 
 test('through a pipe the same commands print no progress', async () => {
