@@ -52,6 +52,12 @@ const RETRY_FOR_MS = 60_000;
 const MOVING_FOR_MS = 10_000;
 /** Passes over every node when no copy is found at all, before NO_OBJ. */
 const EMPTY_PASSES = 3;
+/**
+ * How long a request waits out a halt before it fails with HALT. The group can drop this node for a
+ * moment (corosync forms a ring without it when its token is late, then merges it back); clients
+ * should see a short stall then, not an error. A real minority stays halted longer and fails.
+ */
+const HALT_WAIT_MS = 10_000;
 
 class PeerLink {
   private small: Promise<SheepClient> | null = null;
@@ -192,11 +198,26 @@ export class Gateway implements ObjectIo {
 
   // ------------------------------------------------------------------ ObjectIo
 
+  /** Resolves when this node may do object I/O; a halt is waited out for a while (HALT_WAIT_MS). */
+  private async ioReady(): Promise<void> {
+    const until = Date.now() + HALT_WAIT_MS;
+    for (let logged = false; ;) {
+      try {
+        this.ctx.ioAllowed();
+        return;
+      } catch (e) {
+        if (!(e instanceof SdError && e.result === Res.HALT) || Date.now() > until) throw e;
+        if (!logged) { logged = true; this.log.info('I/O halted: a request waits for the cluster to take this node back'); }
+        await this.ctx.membershipChange(500);
+      }
+    }
+  }
+
   /** Runs `op` on every replica; retries on a new placement after a membership change. */
   private async replicated(oid: bigint, op: (n: NodeInfo) => Promise<unknown>): Promise<void> {
     const deadline = Date.now() + RETRY_FOR_MS;
     for (;;) {
-      this.ctx.ioAllowed();
+      await this.ioReady();
       const targets = this.targets(oid);
       if (!targets.length) throw new SdError(Res.HALT, 'no node to store objects on');
       const results = await Promise.allSettled(targets.map(op));
@@ -216,7 +237,7 @@ export class Gateway implements ObjectIo {
     const movingUntil = Date.now() + MOVING_FOR_MS;
     let emptyPasses = 0;
     for (;;) {
-      this.ctx.ioAllowed();
+      await this.ioReady();
       const targets = this.targets(oid);
       const order = [...targets.filter((n) => this.isMe(n)), ...targets.filter((n) => !this.isMe(n)),
         ...this.ctx.nodes().filter((n) => !targets.includes(n))].filter((n) => n.nid !== except?.nid);
