@@ -127,9 +127,31 @@ export function snapshotSpec(s: string | undefined): { tag: string; snapid: numb
   return /^\d+$/.test(s) ? { tag: '', snapid: Number(s) } : { tag: s, snapid: 0 };
 }
 
-/** printf-style padding helpers. */
-export const padL = (s: string | number, w: number) => String(s).padStart(w, ' ');
-export const padR = (s: string | number, w: number) => String(s).padEnd(w, ' ');
+/**
+ * Columns a string takes on a terminal: wide (CJK, fullwidth, emoji) characters take two, combining
+ * marks and zero-width characters none, so names in any script line up in tables.
+ */
+export function displayWidth(s: string): number {
+  let w = 0;
+  for (const ch of s) {
+    const c = ch.codePointAt(0)!;
+    if (/\p{Mn}|\p{Me}|\p{Cf}/u.test(ch)) continue;
+    w += isWide(c) ? 2 : 1;
+  }
+  return w;
+}
+
+function isWide(c: number): boolean {
+  return (c >= 0x1100 && c <= 0x115f) || (c >= 0x2e80 && c <= 0x303e) || (c >= 0x3041 && c <= 0x33ff) ||
+    (c >= 0x3400 && c <= 0x4dbf) || (c >= 0x4e00 && c <= 0x9fff) || (c >= 0xa000 && c <= 0xa4cf) ||
+    (c >= 0xac00 && c <= 0xd7a3) || (c >= 0xf900 && c <= 0xfaff) || (c >= 0xfe30 && c <= 0xfe4f) ||
+    (c >= 0xff00 && c <= 0xff60) || (c >= 0xffe0 && c <= 0xffe6) || (c >= 0x1f300 && c <= 0x1f64f) ||
+    (c >= 0x1f900 && c <= 0x1f9ff) || (c >= 0x20000 && c <= 0x3fffd);
+}
+
+/** printf-style padding helpers, by display width. */
+export const padL = (s: string | number, w: number) => ' '.repeat(Math.max(0, w - displayWidth(String(s)))) + String(s);
+export const padR = (s: string | number, w: number) => String(s) + ' '.repeat(Math.max(0, w - displayWidth(String(s))));
 
 /** Runs `fn` against one specific node (not the cluster), mapping connection trouble to exit 2. */
 export async function onNode<T>(host: string, port: number, fn: (c: SheepClient) => Promise<T>): Promise<T> {
