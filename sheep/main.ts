@@ -254,7 +254,7 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   await prepareStoreDir(dir);
   await ObjectStore.checkXattrSupport(dir);
   const lockFile = await takeStoreLock(dir);
-  const log: Logger = createLogger(dir, o.logLevel, o.foreground);
+  const { log, reopen: reopenLog } = createLogger(dir, o.logLevel, o.foreground);
   const host = o.myaddr ?? (o.bindaddr && o.bindaddr !== '0.0.0.0' ? o.bindaddr : '127.0.0.1');
   const parts: { listener?: Listener; store?: ObjectStore; nbd?: NbdServer; group?: GroupDriver } = {};
   const names = (l: string[]) => l.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
@@ -303,6 +303,8 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+  // logrotate: the old file was renamed; start writing a new DIR/sheep.log
+  process.on('SIGHUP', () => reopenLog());
   process.on('uncaughtException', (e) => {
     log.fatal({ err: e }, 'uncaught exception');
     void stop('uncaught exception', 1);

@@ -7,7 +7,11 @@ export type { Logger };
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
 
-export function createLogger(dir: string, level: string, foreground: boolean): Logger {
+/**
+ * The daemon's logger. `reopen` starts a new DIR/sheep.log (logrotate moved the old one away;
+ * the daemon calls it on SIGHUP).
+ */
+export function createLogger(dir: string, level: string, foreground: boolean): { log: Logger; reopen: () => void } {
   const file = pino.destination({ dest: path.join(dir, 'sheep.log'), mkdir: true, sync: false });
   // the log lives on the store's disk: when that disk fails, the file stops taking lines (an
   // unhandled write error would stop the daemon, and its exit would block flushing the dead file);
@@ -26,5 +30,11 @@ export function createLogger(dir: string, level: string, foreground: boolean): L
   };
   const streams: pino.StreamEntry[] = [{ level: level as pino.Level, stream: guarded }];
   if (foreground) streams.push({ level: level as pino.Level, stream: pino.destination(2) });
-  return pino({ level, base: { pid: process.pid } }, pino.multistream(streams));
+  const log = pino({ level, base: { pid: process.pid } }, pino.multistream(streams));
+  const reopen = () => {
+    if (fileFailed) return;
+    file.reopen();
+    log.info('log file reopened (SIGHUP)');
+  };
+  return { log, reopen };
 }

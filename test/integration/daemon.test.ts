@@ -125,3 +125,23 @@ test('sheep --help says it daemonizes and where it logs, and gives defaults in w
   assert.doesNotMatch(help, /default: \[\]|default: \{|268435456/);
   assert.match(help, /--recovery <max=N,interval=MS> throttle recovery: at most N objects copied per MS milliseconds \(default: no limit\)/);
 });
+
+test('SIGHUP makes sheep start a new sheep.log after logrotate moved the old one away', async () => {
+  const s = await startSheep({ args: ['-l', 'info'] });
+  try {
+    const log = path.join(s.dir, 'sheep.log');
+    await fs.rename(log, `${log}.1`);
+    process.kill(s.pid, 'SIGHUP');
+    const deadline = Date.now() + 10000;
+    for (;;) {
+      const text = await fs.readFile(log, 'utf8').catch(() => '');
+      if (text.includes('log file reopened')) break;
+      assert.ok(Date.now() < deadline, 'no new sheep.log after SIGHUP');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.match(await fs.readFile(`${log}.1`, 'utf8'), /"msg"/, 'the rotated file keeps what was logged before');
+    assert.ok(s.alive);
+  } finally {
+    await destroySheep(s);
+  }
+});
