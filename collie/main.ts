@@ -12,6 +12,7 @@ import { vdiCreate, vdiList, vdiDelete, vdiRead, vdiWrite, vdiObject } from './v
 import { vdiSnapshot, vdiClone, vdiRollback, vdiResize, vdiTree, vdiGraph } from './vdi-family.js';
 import { vdiSetattr, vdiGetattr, vdiLockList, vdiLockUnlock, vdiCheck } from './vdi-admin.js';
 import { vdiBackup, vdiRestore } from './backup.js';
+import { completionScript } from './completion.js';
 
 function intArg(min: number, max: number) {
   return (v: string): number => {
@@ -71,7 +72,7 @@ const program = new Command('collie')
 
 // every command that talks to a sheep proves the cluster key first, when collie has one
 program.hook('preAction', (_root, cmd) => {
-  if (cmd.name() === 'keygen') return; // it makes the key: there may be none yet
+  if (cmd.name() === 'keygen' || cmd.name() === 'completion') return; // no sheep involved (keygen makes the key: there may be none yet)
   try {
     loadClusterKey(cmd.opts().key as string | undefined);
   } catch (e) {
@@ -197,6 +198,13 @@ conn(vdi.command('backup').description('write the blocks that changed between sn
 conn(vdi.command('restore').description('apply a backup from stdin: onto snapshot -s of VDI (differential) or into a new VDI (full)').argument('<vdiname>'))
   .option('-s, --snapshot <id|tag>', 'the base snapshot the differential backup was taken from')
   .action(act(async (name: string, o: Opts) => vdiRestore(name, { ...o, snapshot: o.snapshot as string | undefined })));
+
+program.command('completion').description('print a shell completion script: eval "$(collie completion bash)" (or zsh)')
+  .argument('<shell>', 'bash or zsh')
+  .action(act(async (shell: string) => {
+    if (shell !== 'bash' && shell !== 'zsh') throw new CliError(`no completion for '${shell}': bash or zsh`, EXIT_USAGE);
+    process.stdout.write(completionScript(program, shell));
+  }));
 
 for (const c of [program, cluster, node, vdi, ...cluster.commands, ...node.commands, ...vdi.commands, ...lock.commands, ...recover.commands, ...recovery.commands]) {
   c.exitOverride((err) => {

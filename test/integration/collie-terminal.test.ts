@@ -1,5 +1,5 @@
-// collie shows progress bars on a terminal (a pseudo-terminal made by script(1)) and nothing extra
-// when its output goes to a pipe or a file.
+// collie at a terminal: progress bars on a pseudo-terminal (made by script(1)) and nothing extra
+// through a pipe or into a file; the bash completion script.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -43,4 +43,21 @@ test('through a pipe the same commands print no progress', async () => {
   const r = await collie(s.port, ['vdi', 'read', 'bar']);
   assert.equal(r.stderr, '');
   assert.equal(r.stdout.length, 16 << 20);
+});
+
+test('collie completion bash completes commands, options and the cluster\'s VDI names', async () => {
+  const bin = path.join(dir, 'bin');
+  await fs.mkdir(bin, { recursive: true });
+  await fs.writeFile(path.join(bin, 'collie'), `#!/bin/sh\nexec "${process.execPath}" "${COLLIE}" "$@"\n`, { mode: 0o755 });
+  assert.equal((await collie(s.port, ['vdi', 'create', 'my disk', '4M'])).code, 0);
+  const probe = `source <(collie completion bash)
+t() { COMP_WORDS=("$@"); COMP_CWORD=$((\${#COMP_WORDS[@]}-1)); _collie; printf '[%s]' "\${COMPREPLY[@]}"; echo; }
+t collie vd
+t collie vdi lock ""
+t collie vdi create --pre
+t collie vdi read -p ${s.port} -a 127.0.0.1 ""`;
+  const r = await run('bash', ['-c', `PATH="${bin}:$PATH"; ${probe}`]);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.toString().trim().split('\n');
+  assert.deepEqual(lines, ['[vdi]', '[list][unlock]', '[--prealloc]', '[bar][my\\ disk][pre]']);
 });
