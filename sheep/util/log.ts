@@ -7,6 +7,22 @@ export type { Logger };
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
 
+const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
+
+/** "12:03:04 WARN  node left the cluster node=10.0.0.2:7000" from one JSON log line. */
+export function humanLine(json: string): string {
+  let rec: Record<string, unknown>;
+  try {
+    rec = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return json;
+  }
+  const { level, time, msg, pid: _pid, ...rest } = rec;
+  const t = new Date(Number(time)).toTimeString().slice(0, 8);
+  const fields = Object.entries(rest).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join(' ');
+  return `${t} ${(LEVEL_NAMES[Number(level)] ?? String(level)).padEnd(5)} ${String(msg ?? '')}${fields ? ` ${fields}` : ''}\n`;
+}
+
 /**
  * The daemon's logger. `reopen` starts a new DIR/sheep.log (logrotate moved the old one away;
  * the daemon calls it on SIGHUP).
@@ -29,7 +45,11 @@ export function createLogger(dir: string, level: string, foreground: boolean): {
     flushSync(): void { if (!fileFailed) file.flushSync(); },
   };
   const streams: pino.StreamEntry[] = [{ level: level as pino.Level, stream: guarded }];
-  if (foreground) streams.push({ level: level as pino.Level, stream: pino.destination(2) });
+  if (foreground) {
+    // on a terminal a person reads it: one short line per record; piped (journald, a file) it stays JSON
+    const stderr = pino.destination(2);
+    streams.push({ level: level as pino.Level, stream: process.stderr.isTTY ? { write: (line: string) => stderr.write(humanLine(line)) } : stderr });
+  }
   const log = pino({ level, base: { pid: process.pid } }, pino.multistream(streams));
   const reopen = () => {
     if (fileFailed) return;

@@ -145,3 +145,21 @@ test('SIGHUP makes sheep start a new sheep.log after logrotate moved the old one
     await destroySheep(s);
   }
 });
+
+test('in the foreground on a terminal sheep logs readable lines; its log file stays JSON', async () => {
+  if ((await run('sh', ['-c', 'command -v script'])).code !== 0) return;
+  const dir = await tempDir('pretty-');
+  try {
+    const port = await freePort();
+    const inner = `timeout -s TERM 3 "${process.execPath}" "${SHEEP}" -f -l info -p ${port} -b 127.0.0.1 -c local:${dir}/group ${dir}/s`;
+    const r = await run('script', ['-qec', inner, '/dev/null']);
+    const screen = r.stdout.toString();
+    assert.match(screen, /^\d\d:\d\d:\d\d INFO  listening host=127\.0\.0\.1 port=\d+/m, screen);
+    assert.doesNotMatch(screen, /"level":/);
+    const file = await fs.readFile(path.join(dir, 's', 'sheep.log'), 'utf8');
+    assert.match(file.split('\n')[0], /^\{"level":\d+,"time":\d+/);
+  } finally {
+    await stopSequencer(`${dir}/group`);
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
