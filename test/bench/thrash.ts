@@ -144,7 +144,8 @@ class Switch {
     ip(['addr', 'add', `${SUBNET}.100/24`, 'dev', rootEnd]);
     ip(['link', 'set', rootEnd, 'up']);
     const nodes = this.addrs.map((addr, i) => ({ addr, nodeid: i + 1 }));
-    for (let i = 0; i < NODES; i++) this.coros.push(await startCorosync({ netns: this.ns[i], bindAddr: this.addrs[i], nodes }));
+    // corosync's default token (3000 ms): five rings on two loaded cores must not split on a late token
+    for (let i = 0; i < NODES; i++) this.coros.push(await startCorosync({ netns: this.ns[i], bindAddr: this.addrs[i], nodes, token: 3000 }));
   }
 
   cut(i: number): void { ip(['-n', this.hub, 'link', 'set', this.port(i), 'down']); }

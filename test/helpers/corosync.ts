@@ -31,6 +31,11 @@ export interface CorosyncOptions {
   nodes?: CorosyncNode[];
   /** Run inside `ip netns exec NETNS` (the namespace must exist, with bindAddr configured). */
   netns?: string;
+  /**
+   * Totem token timeout in ms. Default 1000: a lost node is noticed within about two seconds. Long
+   * runs on a loaded machine use corosync's own default (3000), or a late token splits the ring.
+   */
+  token?: number;
 }
 
 export interface Corosync {
@@ -62,7 +67,7 @@ export function corosyncAvailable(): boolean {
   return process.getuid?.() === 0 && which('corosync') !== null && which('corosync-cfgtool') !== null;
 }
 
-function renderConf(dir: string, nodes: CorosyncNode[]): string {
+function renderConf(dir: string, nodes: CorosyncNode[], token = 1000): string {
   const nodelist = nodes
     .map((n) => `  node {\n    ring0_addr: ${n.addr}\n    nodeid: ${n.nodeid}\n  }\n`)
     .join('');
@@ -73,8 +78,8 @@ totem {
   transport: udpu
   crypto_cipher: none
   crypto_hash: none
-  # short, so that a lost node is noticed within about two seconds
-  token: 1000
+  # short by default, so that a lost node is noticed within about two seconds
+  token: ${token}
 }
 
 nodelist {
@@ -163,7 +168,7 @@ export async function startCorosync(opts: CorosyncOptions = {}): Promise<Corosyn
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'corosync-test-'));
   const conf = path.join(dir, 'corosync.conf');
-  fs.writeFileSync(conf, renderConf(dir, nodes));
+  fs.writeFileSync(conf, renderConf(dir, nodes, opts.token));
   let runDir: string | undefined;
   if (opts.netns !== undefined) {
     runDir = path.join(dir, 'run');
