@@ -7,7 +7,7 @@ import { SdError } from '../lib/proto.js';
 import { NotASheepError } from '../lib/client.js';
 import { DEFAULT_KEY_FILE } from '../lib/auth.js';
 import { clusterFormat, clusterInfo, clusterShutdown, clusterRecoverForce, clusterRecoverMode, clusterKeygen } from './cluster.js';
-import { nodeListCmd, nodeInfoCmd, nodeRecoveryCmd, nodeSetThrottle, nodeGetThrottle } from './node.js';
+import { nodeListCmd, nodeInfoCmd, nodeRecoveryCmd, nodeRecoveryWatch, nodeSetThrottle, nodeGetThrottle } from './node.js';
 import { vdiCreate, vdiList, vdiDelete, vdiRead, vdiWrite, vdiObject } from './vdi.js';
 import { vdiSnapshot, vdiClone, vdiRollback, vdiResize, vdiTree, vdiGraph } from './vdi-family.js';
 import { vdiSetattr, vdiGetattr, vdiLockList, vdiLockUnlock, vdiCheck } from './vdi-admin.js';
@@ -113,7 +113,8 @@ conn(node.command('list').description('list nodes (* marks the node collie talks
 conn(node.command('info').description('show disk usage of each node'), true).action(act(async (o: Opts) => nodeInfoCmd(o)));
 const recovery = node.command('recovery').description('show recovery progress of the nodes, or set/get the recovery throttle of one node');
 conn(recovery.command('info', { isDefault: true }).description('show the nodes that are recovering objects, with their progress (default)'))
-  .action(act(async (o: Opts) => nodeRecoveryCmd(o)));
+  .option('-w, --watch', 'follow recovery until every node has finished (a progress bar on a terminal)', false)
+  .action(act(async (o: Opts) => (o.watch ? nodeRecoveryWatch(o) : nodeRecoveryCmd(o))));
 conn(recovery.command('set-throttle').description('recover at most MAX objects per INTERVAL milliseconds on this node (0 0: no limit)')
   .argument('<max>').argument('<interval>'))
   .action(act(async (max: string, interval: string, o: Opts) => nodeSetThrottle(max, interval, o)));

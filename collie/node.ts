@@ -4,6 +4,7 @@ import { Op } from '../lib/proto.js';
 import { SheepClient } from '../lib/client.js';
 import { formatSize } from '../lib/units.js';
 import type { NodeListReply, StatSheepReply, RecoveryStatus, Throttle } from '../lib/admin.js';
+import { progress } from './progress.js';
 import { CliError, EXIT_SYSFAIL, EXIT_USAGE, withClient, connectTo, out, reason, padL, padR, type ConnOpts } from './common.js';
 
 export async function nodeList(o: ConnOpts): Promise<NodeListReply> {
@@ -99,6 +100,35 @@ export async function nodeRecoveryCmd(o: ConnOpts): Promise<void> {
     // a run that cannot finish now says why (a full disk), and goes on by itself
     if (st.blocked) out(`       recovery ${st.blocked}\n`);
   }
+}
+
+/**
+ * `node recovery --watch`: follows every node's recovery until none is running or waiting, with a
+ * progress bar on a terminal (objects done of the objects to check, all nodes together), then says so.
+ */
+export async function nodeRecoveryWatch(o: ConnOpts): Promise<void> {
+  let bar: ReturnType<typeof progress> | null = null; // drawn once a node is recovering
+  let lastBlocked = '';
+  try {
+    for (;;) {
+      const l = await nodeList(o);
+      const st = await Promise.all(l.nodes.map((n) =>
+        withClient({ ...o, address: n.host, port: n.port }, (c) => c.control<RecoveryStatus>(Op.STAT_RECOVERY)).catch(() => null)));
+      const busy = st.filter((s): s is RecoveryStatus => !!s && s.state !== 'idle');
+      if (!busy.length) break;
+      const total = Math.max(1, busy.reduce((a, s) => a + s.total, 0));
+      bar ??= progress('recovery', total, 'objects');
+      bar.set(busy.reduce((a, s) => a + s.done, 0), total);
+      const blocked = busy.map((s) => s.blocked).find(Boolean) ?? '';
+      if (blocked && blocked !== lastBlocked) process.stderr.write(`\nrecovery ${blocked}\n`);
+      lastBlocked = blocked;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  } finally {
+    bar?.stop();
+  }
+  const epochs = await withClient(o, (c) => c.control<{ epoch: number }>(Op.STAT_CLUSTER));
+  out(`recovery finished on every node (epoch ${epochs.epoch})\n`);
 }
 
 export async function nodeSetThrottle(max: string, interval: string, o: ConnOpts): Promise<void> {

@@ -7,15 +7,18 @@ import { formatSize } from '../lib/units.js';
 export interface Progress {
   /** `n` more units done */
   add(n: number): void;
+  /** where it stands now, when the total moves too (recovery: new objects appear) */
+  set(done: number, total: number): void;
   /** ends the bar (leaves it showing the final count); once is enough, more is harmless */
   stop(): void;
 }
 
-const NONE: Progress = { add: () => undefined, stop: () => undefined };
+const NONE: Progress = { add: () => undefined, set: () => undefined, stop: () => undefined };
 
 /** A bar counting bytes (`unit: 'bytes'`) or objects, for `total` of them; a no-op without a terminal. */
 export function progress(label: string, total: number, unit: 'bytes' | 'objects'): Progress {
   if (!process.stderr.isTTY || total <= 0) return NONE;
+  let max = total;
   const bar = new cliProgress.SingleBar({
     stream: process.stderr,
     format: `${label} [{bar}] {percentage}% {shown} {rate}`,
@@ -28,20 +31,25 @@ export function progress(label: string, total: number, unit: 'bytes' | 'objects'
   const fields = () => {
     const secs = Math.max(0.001, (Date.now() - started) / 1000);
     return unit === 'bytes'
-      ? { shown: `${formatSize(done)} / ${formatSize(total)}`, rate: `${formatSize(done / secs)}/s` }
-      : { shown: `${done} / ${total} objects`, rate: '' };
+      ? { shown: `${formatSize(done)} / ${formatSize(max)}`, rate: `${formatSize(done / secs)}/s` }
+      : { shown: `${done} / ${max} objects`, rate: '' };
   };
   bar.start(total, 0, fields());
   let stopped = false;
   return {
     add(n: number) {
       done += n;
-      if (!stopped) bar.update(Math.min(done, total), fields());
+      if (!stopped) bar.update(Math.min(done, max), fields());
+    },
+    set(d: number, t: number) {
+      done = d;
+      if (t !== max && t > 0) { max = t; bar.setTotal(t); }
+      if (!stopped) bar.update(Math.min(done, max), fields());
     },
     stop() {
       if (stopped) return;
       stopped = true;
-      bar.update(Math.min(done, total), fields());
+      bar.update(Math.min(done, max), fields());
       bar.stop();
     },
   };

@@ -307,8 +307,16 @@ test('with automatic recovery disabled a returning node copies nothing by itself
     assert.ok((await fs.readFile(path.join(sheep[3].dir, 'obj', oidHex(oid)))).equals(data.subarray(idx * 4 * MB, (idx + 1) * 4 * MB)), `on-demand copy of object ${idx} is whole and current`);
   }
   assert.equal((await control<RecoveryStatus>(sheep[3], Op.STAT_RECOVERY)).state, 'waiting', 'while recovery still waits');
+  // node recovery --watch follows it: still running while recovery waits, done once it has finished
+  let watchDone = false;
+  const watch = collie(sheep[0].port, ['node', 'recovery', '--watch']).finally(() => { watchDone = true; });
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(watchDone, false, 'node recovery --watch waits while a node waits to recover');
   r = await collie(sheep[3].port, ['cluster', 'recover', 'enable']);
   assert.equal(r.stdout.toString(), 'Cluster recovery: enable\n');
+  const w = await watch;
+  assert.equal(w.code, 0, w.stderr);
+  assert.match(w.stdout.toString(), /^recovery finished on every node \(epoch \d+\)\n$/);
   await recovered();
   await threeCopiesEach();
   assert.ok(await objectsOn(sheep[3]) > 0, 'the returning node holds its share after enable');
