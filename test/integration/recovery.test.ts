@@ -309,7 +309,7 @@ test('with automatic recovery disabled a returning node copies nothing by itself
   assert.equal((await control<RecoveryStatus>(sheep[3], Op.STAT_RECOVERY)).state, 'waiting', 'while recovery still waits');
   // node recovery --watch follows it: still running while recovery waits, done once it has finished
   let watchDone = false;
-  const watch = collie(sheep[0].port, ['node', 'recovery', '--watch']).finally(() => { watchDone = true; });
+  const watch = collie(sheep[1].port, ['node', 'recovery', '--watch']).finally(() => { watchDone = true; });
   await new Promise((r) => setTimeout(r, 1500));
   assert.equal(watchDone, false, 'node recovery --watch waits while a node waits to recover');
   r = await collie(sheep[3].port, ['cluster', 'recover', 'enable']);
