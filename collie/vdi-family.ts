@@ -10,6 +10,7 @@ import { InodeOff, SD_INODE_HEADER_SIZE, maxVdiSize, decodeInodeHeader, ctimeSec
 import { CliError, EXIT_USAGE, withClient, out, reason, shortTime, snapshotSpec, padL, confirm } from './common.js';
 import type { ConnOpts } from './common.js';
 import { allInodes, checkNewName } from './vdi.js';
+import { progress } from './progress.js';
 
 function openError(name: string, snap: string | undefined, e: unknown): CliError {
   const { tag, snapid } = snapshotSpec(snap);
@@ -81,7 +82,9 @@ export async function vdiClone(src: string, dst: string, o: ConnOpts & { snapsho
     }
     if (!o.full && !o.prealloc) return;
     const v = await OpenVdi.open(c, vid);
+    const bar = progress(`${o.full ? 'copying' : 'preallocating'} ${dst}`, v.map.length, 'objects');
     for (let idx = 0; idx < v.map.length; idx++) {
+      bar.add(1);
       const len = Math.min(v.objectSize, v.size - idx * v.objectSize);
       if (o.full) {
         // an independent copy: the data, no lineage
@@ -93,6 +96,7 @@ export async function vdiClone(src: string, dst: string, o: ConnOpts & { snapsho
         await v.writePiece(idx, 0, Buffer.alloc(0)); // copy-on-write of the whole object, no change
       }
     }
+    bar.stop();
   });
 }
 

@@ -25,8 +25,8 @@ after(async () => {
 
 const cmd = (args: string) => `"${process.execPath}" "${COLLIE}" ${args} -a 127.0.0.1 -p ${s.port}`;
 
-test('on a terminal vdi write, vdi read, vdi create -P and vdi check show a progress bar that reaches 100%', { skip: haveScript ? false : 'script(1) is not installed' }, async () => {
-  const inner = `${cmd('vdi write bar')} < "${path.join(dir, 'in')}" && ${cmd('vdi read bar')} > /dev/null && ${cmd('vdi create -P pre 8M')} && ${cmd('vdi check bar')}`;
+test('on a terminal vdi write, vdi read, vdi create -P, vdi check and vdi clone -n show a progress bar that reaches 100%', { skip: haveScript ? false : 'script(1) is not installed' }, async () => {
+  const inner = `${cmd('vdi write bar')} < "${path.join(dir, 'in')}" && ${cmd('vdi read bar')} > /dev/null && ${cmd('vdi create -P pre 8M')} && ${cmd('vdi check bar')} && ${cmd('vdi snapshot -s s1 bar')} && ${cmd('vdi clone -n -s s1 bar full')}`;
   const r = await run('script', ['-qec', inner, '/dev/null']);
   assert.equal(r.code, 0, r.stderr);
   const screen = r.stdout.toString().replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
@@ -34,6 +34,7 @@ test('on a terminal vdi write, vdi read, vdi create -P and vdi check show a prog
   assert.match(screen, /reading bar \[[^\]]*\] 100% 16 MB \/ 16 MB/);
   assert.match(screen, /preallocating pre \[[^\]]*\] 100% 2 \/ 2 objects/);
   assert.match(screen, /checking bar \[[^\]]*\] 100% 5 \/ 5 objects/); // the inode and 4 data objects
+  assert.match(screen, /copying full \[[^\]]*\] 100% 4 \/ 4 objects/);
 });
 
 test('through a pipe the same commands print no progress', async () => {
@@ -59,5 +60,5 @@ t collie vdi read -p ${s.port} -a 127.0.0.1 ""`;
   const r = await run('bash', ['-c', `PATH="${bin}:$PATH"; ${probe}`]);
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.toString().trim().split('\n');
-  assert.deepEqual(lines, ['[vdi]', '[list][unlock]', '[--prealloc]', '[bar][my\\ disk][pre]']);
+  assert.deepEqual(lines, ['[vdi]', '[list][unlock]', '[--prealloc]', '[bar][full][my\\ disk][pre]']);
 });
