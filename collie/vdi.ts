@@ -143,11 +143,9 @@ export async function vdiList(name: string | undefined, o: ConnOpts): Promise<vo
         if (o.raw) lines.push(`d (damaged) 0 - - - - ${vid.toString(16)} - - -\n`);
         else lines.push(`d ${padR('(damaged)', 8)} ${padL('-', 5)} ${padL('-', 7)} ${padL('-', 7)} ${padL('-', 7)} ${padR('-', 16)}  ${padL(vid.toString(16), 7)} ${padL('-', 6)} ${padL('-', 13)} ${padL('-', 3)}\n`);
       }
-      out(lines.join(''));
-      lines.length = 0;
-      if (damaged.length) process.stderr.write(`${damaged.length} VDI(s) marked d: the inode object is missing or unreadable on every replica\n`);
     }
     out(lines.join(''));
+    if (damaged.length) process.stderr.write(`${damaged.length} VDI(s) marked d: the inode object is missing or unreadable on every replica\n`);
   });
 }
 

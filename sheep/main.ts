@@ -4,7 +4,7 @@
 process.env.UV_THREADPOOL_SIZE ??= '16'; // object I/O runs on libuv's pool: 4 threads starve it
 
 import fs from 'node:fs/promises';
-import fsSync, { constants as fsc } from 'node:fs';
+import { constants as fsc } from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -311,9 +311,11 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   });
 
   const store = await ObjectStore.open(dir, log);
-  const fsBytes = (() => { const st = fsSync.statfsSync(dir); return st.blocks * st.bsize; })();
-  store.setReserve(o.reservedSpace ?? Math.min(DEFAULT_RESERVE, Math.floor(fsBytes / 10)));
-  log.info({ reserve: store.space().reserve, filesystem: fsBytes }, 'free space kept for deletes and metadata (--reserved-space)');
+  const fsBytes = await fs.statfs(dir).then((st) => st.blocks * st.bsize);
+  const reserve = o.reservedSpace ?? Math.min(DEFAULT_RESERVE, Math.floor(fsBytes / 10));
+  store.setReserve(reserve);
+  await store.refreshSpace();
+  log.info({ reserve, filesystem: fsBytes }, 'free space kept for deletes and metadata (--reserved-space)');
   parts.store = store;
   const port = o.port;
   const me: NodeInfo = { nid: `${host}:${port}`, host, port, zone: o.zone ?? defaultZone(host), vnodes: o.vnodes };

@@ -188,7 +188,7 @@ export class System {
   async diskStats(): Promise<{ size: number; used: number; avail: number; reserve: number; full: boolean; diskFailed?: string }> {
     if (this.store.failed) return { size: 0, used: 0, avail: 0, reserve: 0, full: false, diskFailed: this.store.failed };
     const used = await this.store.usedBytes();
-    const { avail, reserve, full } = this.store.space();
+    const { avail, reserve, full } = await this.store.refreshSpace();
     return { size: used + avail, used, avail, reserve, full };
   }
 }

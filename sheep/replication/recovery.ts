@@ -298,7 +298,7 @@ export class Recovery {
       if (!waiting.length) break;
       // the disk is full: say so, free what can go (set-aside copies every owner holds), and wait for
       // space rather than fail in a loop; deletes elsewhere in the cluster free space meanwhile
-      const { avail, reserve } = this.store.space();
+      const { avail, reserve } = await this.store.refreshSpace();
       const blocked = `waiting for space: ${waiting.length} objects need copies here, but the disk has ${formatSize(Math.max(0, avail))} free with ${formatSize(reserve)} reserved (free space or add nodes; recovery resumes by itself)`;
       this.status = { ...this.status, blocked };
       if (!dropped) {
@@ -308,7 +308,9 @@ export class Recovery {
         if (freed) this.log.info({ objects: freed }, 'set-aside copies that every owner holds removed to make room');
       }
       const need = this.ctx.objectSize(waiting[0]);
-      while (!this.store.hasRoom(need)) {
+      for (;;) {
+        const now = await this.store.refreshSpace();
+        if (now.avail - need >= now.reserve) break;
         await new Promise((r) => setTimeout(r, ROOM_POLL_MS));
         this.current(gen);
       }

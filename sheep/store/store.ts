@@ -2,7 +2,7 @@
 // the epoch of each object's last write in the xattr user.sheepdog.epoch.
 
 import fs from 'node:fs/promises';
-import fsSync, { constants as fsc } from 'node:fs';
+import { constants as fsc } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 // fs-xattr's synchronous calls: its asynchronous ones leak their async work (~400 bytes and a handle per
@@ -60,6 +60,7 @@ export class ObjectStore {
   private reserve = 0;
   private spaceRead = { at: 0, avail: Number.POSITIVE_INFINITY, total: 0 };
   private wasFull = false;
+  private spaceRefresh: Promise<unknown> | null = null;
   /** why the disk was taken out of service (an I/O error), or null while it works */
   failed: string | null = null;
   /** told once, when the disk fails: the cluster stops placing copies here and re-replicates them */
@@ -138,30 +139,35 @@ export class ObjectStore {
     this.spaceRead.at = 0;
   }
 
-  /** Free bytes now (statfs, at most SPACE_TTL_MS old); logs when the store becomes full or has room again. */
-  private availNow(force = false): number {
-    const now = Date.now();
-    if (force || now - this.spaceRead.at > SPACE_TTL_MS) {
-      try {
-        const st = fsSync.statfsSync(this.objDir);
-        this.spaceRead = { at: now, avail: st.bavail * st.bsize, total: st.blocks * st.bsize };
-      } catch {
-        this.spaceRead.at = now; // keep the last reading; the next call asks again
-      }
-      const full = this.spaceRead.avail < this.reserve;
-      if (full !== this.wasFull) {
-        this.wasFull = full;
-        const fields = { avail: this.spaceRead.avail, reserve: this.reserve };
-        if (full) this.log.warn(fields, 'store is full (free space under the reserve): new objects and recovery copies are refused until space is freed');
-        else this.log.info(fields, 'store has room again');
-      }
+  /**
+   * Free bytes as last read (at most about SPACE_TTL_MS old): a stale reading starts an asynchronous
+   * statfs, so the I/O path never blocks on it. A create that slips past a reading a moment old still
+   * meets the filesystem's own ENOSPC (NO_SPACE).
+   */
+  private availNow(): number {
+    if (Date.now() - this.spaceRead.at > SPACE_TTL_MS && !this.spaceRefresh) {
+      this.spaceRefresh = this.refreshSpace().catch(() => undefined).finally(() => { this.spaceRefresh = null; });
     }
     return this.spaceRead.avail;
   }
 
-  space(): SpaceInfo {
-    const avail = this.availNow(true);
-    return { size: this.spaceRead.total, avail, reserve: this.reserve, full: avail < this.reserve };
+  /** Reads the filesystem's free space now; logs when the store becomes full or has room again. */
+  async refreshSpace(): Promise<SpaceInfo> {
+    try {
+      const st = await fs.statfs(this.objDir);
+      this.spaceRead = { at: Date.now(), avail: st.bavail * st.bsize, total: st.blocks * st.bsize };
+    } catch {
+      this.spaceRead.at = Date.now(); // keep the last reading; a later call asks again
+    }
+    const { avail } = this.spaceRead;
+    const full = avail < this.reserve;
+    if (full !== this.wasFull) {
+      this.wasFull = full;
+      const fields = { avail, reserve: this.reserve };
+      if (full) this.log.warn(fields, 'store is full (free space under the reserve): new objects and recovery copies are refused until space is freed');
+      else this.log.info(fields, 'store has room again');
+    }
+    return { size: this.spaceRead.total, avail, reserve: this.reserve, full };
   }
 
   /** Whether `bytes` more fit above the reserve. */
