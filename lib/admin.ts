@@ -30,6 +30,16 @@ export interface StatSheepReply {
   full?: boolean;
   /** why the store's disk was taken out of service (I/O errors), if it was */
   diskFailed?: string;
+  /** objects in the store */
+  objects?: number;
+  /** client I/O served by this node since it started (port 7000 and NBD; peers not counted) */
+  io?: { reads: number; writes: number; readBytes: number; writtenBytes: number };
+}
+
+/** STAT_SHEEP's optional argument */
+export interface StatSheepArgs {
+  /** a store usage counted this long ago is good enough (the monitor asks every second); default 0 */
+  cachedMs?: number;
 }
 
 /** STAT_CLUSTER */
@@ -64,6 +74,8 @@ export interface RecoveryStatus {
   error?: string;
   /** why the running recovery cannot finish now (a full disk), while it waits */
   blocked?: string;
+  /** when the current run started (ms since 1970): with `done`, its rate */
+  startedAt?: number;
 }
 
 /** SET/GET_RECOVERY_THROTTLE: at most `max` objects copied per `interval` ms (0, 0: no limit), as Sheepdog's `-R max=,interval=`. */

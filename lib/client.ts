@@ -153,6 +153,12 @@ export class SheepClient {
     });
   }
 
+  /** Runs `fn` once the connection closed (either side). */
+  onClose(fn: () => void): void {
+    if (this.sock.closed) fn();
+    else this.sock.once('close', fn);
+  }
+
   close(): void {
     this.sock.end();
     this.sock.destroy();

@@ -49,6 +49,24 @@ export class Ring<N extends RingNode = RingNode> {
     this.zones = new Set(nodes.map((n) => n.zone)).size;
   }
 
+  /**
+   * Each node's share of the hash ring (the arcs that end at its points), in node order; the shares
+   * sum to 1. With equal vnodes they differ only by the hashes' spread.
+   */
+  arcShares(): number[] {
+    const shares = new Array<number>(this.nodes.length).fill(0);
+    const n = this.points.length;
+    if (!n) return shares;
+    const span = 2 ** 64;
+    for (let i = 0; i < n; i++) {
+      const prev = i === 0 ? this.points[n - 1] : this.points[i - 1];
+      // the arc from the previous point (exclusive) to this one, wrapping around 2^64
+      const arc = i === 0 ? (2n ** 64n - prev) + this.points[0] : this.points[i] - prev;
+      shares[this.owners[i]] += Number(arc) / span;
+    }
+    return n === 1 ? shares.map((s) => (s > 0 ? 1 : 0)) : shares;
+  }
+
   /** Index of the first point at or after h (wrapping): binary search, O(log points). */
   private firstPoint(h: bigint): number {
     let lo = 0, hi = this.points.length;

@@ -12,6 +12,8 @@ command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)          # tests render `
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++ make python3)
 command -v corosync >/dev/null 2>&1 || need_apt+=(corosync)              # the corosync cluster driver
 [ -e /usr/include/corosync/cpg.h ] || need_apt+=(libcpg-dev)            # builds native/ (the CPG addon)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)            # tests check /metrics with promtool
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)              # tests load the monitor page
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need_apt[*]}" >&2

@@ -15,6 +15,8 @@ import { Listener } from './frontend/listener.js';
 import { createDriver } from './cluster/drivers.js';
 import { processAlive as alive } from './cluster/local-sequencer.js';
 import { fnv1a64 } from '../lib/fnv.js';
+import { HttpServer } from './frontend/http-server.js';
+import { metrics } from './util/metrics.js';
 import { NbdServer, type NbdConfig } from './frontend/nbd-server.js';
 import { parseCidrList, AddressFilter, ByteBudget, ConnectionBudget, RefusalLog } from './frontend/admission.js';
 import { readKeyFile, keyId } from '../lib/auth.js';
@@ -57,6 +59,8 @@ interface SheepOptions {
   maxConnections?: number;
   bufferLimit: number;
   socketGroup?: string;
+  /** undefined: the default address; false: --no-http */
+  http?: string | false;
   reservedSpace?: number;
   orphanGrace: number;
 }
@@ -91,6 +95,21 @@ function nbdAddress(v: string | true, bindaddr: string | undefined): { host: str
   const [host, port] = m.length === 2 ? [bindaddr, Number(m[1])] : [m[1], Number(m[2])];
   if (port < 1 || port > 65535) throw new Error(`--nbd: bad port in '${v}'`);
   return { host, port };
+}
+
+/**
+ * --http: "port", "host:port" or "[v6]:port"; without it 127.0.0.1 and sheep's port + 1000 (so sheep
+ * sharing a machine do not collide). `explicit` says whether the operator chose it (then a port that
+ * cannot be bound stops sheep; the default only warns).
+ */
+function httpAddress(v: string | boolean | undefined, sheepPort: number): { host: string; port: number; explicit: boolean } | null {
+  if (v === false) return null;
+  if (v === undefined || v === true) return { host: '127.0.0.1', port: sheepPort + 1000, explicit: false };
+  const m = /^(\d+)$/.exec(v) ?? /^\[(.+)\]:(\d+)$/.exec(v) ?? /^([^:]+):(\d+)$/.exec(v);
+  if (!m) throw new Error(`--http: cannot parse '${v}' (use [host:]port)`);
+  const [host, port] = m.length === 2 ? ['127.0.0.1', Number(m[1])] : [m[1], Number(m[2])];
+  if (port < 1 || port > 65535) throw new Error(`--http: bad port in '${v}'`);
+  return { host, port, explicit: true };
 }
 
 /**
@@ -164,6 +183,8 @@ function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
     .option('--reserved-space <size>', 'free space the store keeps: new objects and recovery copies stop there, so deletes, metadata and recovery bookkeeping still work on a full disk (default: 256M, or a tenth of a smaller filesystem; 0: none)', sizeOrZero)
     .option('--orphan-grace <seconds>', 'an unmapped data object of a live VDI (a write that failed halfway, a client that died between create and map) is reclaimed once this old', intArg(1, 7 * 86400), 600)
     .option('--socket-group <group>', 'group that owns the Unix sockets (mode 0660)')
+    .option('--http <[host:]port>', 'serve Prometheus metrics (/metrics), a JSON API (/api/cluster, /api/vdis) and the live monitor page (/) over HTTP, read-only (default: 127.0.0.1, port 8000 for a sheep on 7000: its port + 1000)')
+    .option('--no-http', 'no HTTP endpoint')
     .showHelpAfterError()
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 64));
   // defaults in words, not as JSON ({"max":0,"interval":0}, [], 268435456)
@@ -256,7 +277,7 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   const lockFile = await takeStoreLock(dir);
   const { log, reopen: reopenLog } = createLogger(dir, o.logLevel, o.foreground);
   const host = o.myaddr ?? (o.bindaddr && o.bindaddr !== '0.0.0.0' ? o.bindaddr : '127.0.0.1');
-  const parts: { listener?: Listener; store?: ObjectStore; nbd?: NbdServer; group?: GroupDriver } = {};
+  const parts: { listener?: Listener; store?: ObjectStore; nbd?: NbdServer; http?: HttpServer; group?: GroupDriver } = {};
   const names = (l: string[]) => l.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
   const readonlyVdis = new Set([...names(o.nbdReadonly), ...names(o.readonlyVdi)]);
   const nbdCfg: NbdConfig = {
@@ -281,6 +302,7 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   const budget = new ByteBudget(o.bufferLimit, Math.min(64 * 1024 * 1024, o.bufferLimit >> 2));
   const clientFilter = new AddressFilter(parseCidrList(o.clientAllow), parseCidrList(o.clientDeny));
   const nbdAddr = o.nbd !== undefined ? nbdAddress(o.nbd, o.bindaddr) : null;
+  const httpAddr = httpAddress(o.http, o.port);
   let stopping = false;
   const stop = async (why: string, code = 0) => {
     if (stopping) return;
@@ -288,6 +310,7 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
     log.info({ why }, 'sheep stopping');
     try {
       await parts.nbd?.close();
+      await parts.http?.close();
       await parts.group?.stop();
       await parts.listener?.close();
       await parts.store?.flushAll();
@@ -355,6 +378,28 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
       if (o.socketGroup) await chgrp(o.nbdSocket, o.socketGroup);
     }
     if (nbdAddr) await nbd.listenTcp(nbdAddr.host, nbdAddr.port);
+  }
+  metrics.bind({
+    epoch: () => sys.epoch,
+    status: () => sys.status,
+    members: () => sys.members.length,
+    disk: async () => {
+      const sp = await store.refreshSpace();
+      return { size: sp.size, free: sp.avail, reserve: sp.reserve, full: sp.full, failed: !!store.failed };
+    },
+    stored: () => store.usage(5000),
+    recovery: () => sys.recovery.status,
+  });
+  if (httpAddr) {
+    const h = new HttpServer(sys, key, log, { ...admission, filter: null, useReserve: false });
+    try {
+      await h.listen(httpAddr.host, httpAddr.port);
+      parts.http = h;
+    } catch (e) {
+      const why = `HTTP on ${httpAddr.host}:${httpAddr.port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
+      if (httpAddr.explicit || httpAddr.port > 65535) throw new Error(`cannot serve ${why}`);
+      log.warn({ why }, 'no HTTP endpoint (metrics, monitor): the default port is taken; choose one with --http [host:]port');
+    }
   }
   const bound = await l.listenTcp(o.bindaddr, port);
   if (o.pidfile) await fs.writeFile(o.pidfile, `${process.pid}\n`);

@@ -184,11 +184,14 @@ export class System {
     return this.epochLog.readAll();
   }
 
-  /** Disk figures for `node info`: the store's filesystem and what the objects occupy. */
-  async diskStats(): Promise<{ size: number; used: number; avail: number; reserve: number; full: boolean; diskFailed?: string }> {
-    if (this.store.failed) return { size: 0, used: 0, avail: 0, reserve: 0, full: false, diskFailed: this.store.failed };
-    const used = await this.store.usedBytes();
+  /**
+   * Disk figures for `node info`: the store's filesystem and what the objects occupy (a count at most
+   * `cachedMs` old will do).
+   */
+  async diskStats(cachedMs = 0): Promise<{ size: number; used: number; avail: number; reserve: number; full: boolean; objects: number; diskFailed?: string }> {
+    if (this.store.failed) return { size: 0, used: 0, avail: 0, reserve: 0, full: false, objects: 0, diskFailed: this.store.failed };
+    const { objects, bytes: used } = await this.store.usage(cachedMs);
     const { avail, reserve, full } = await this.store.refreshSpace();
-    return { size: used + avail, used, avail, reserve, full };
+    return { size: used + avail, used, avail, reserve, full, objects };
   }
 }

@@ -8,6 +8,7 @@ import { SocketServer, type Admission, type Admitted } from './net-listen.js';
 import { ByteBudget } from './admission.js';
 import { Flag, Res, SdError, SD_PROTO_VER, decodePrefix, encodeRsp, opName, resultName } from '../../lib/proto.js';
 import { FrameReader } from '../../lib/frame.js';
+import { metrics, type Frontend } from '../util/metrics.js';
 import { OPS, mayUse, type Access, type Conn, type OpReply, type OpRequest } from './ops.js';
 import { MAX_DATA_LENGTH } from '../vdi/object-io.js';
 import type { System } from '../cluster/system.js';
@@ -43,7 +44,7 @@ export class Listener extends SocketServer {
   private readonly tlsKey: Buffer | null;
 
   constructor(private readonly sys: System, private readonly log: Logger, o: ListenerOptions) {
-    super(o.admission);
+    super(o.admission, 'sheepdog');
     this.access = o.access;
     this.budget = o.budget;
     this.tlsKey = o.access.key ? tlsPsk(o.access.key) : null;
@@ -218,7 +219,24 @@ export class Listener extends SocketServer {
     sock.resume();
   }
 
+  /** Answers one request, timed and counted (peer-kind opcodes as the peer front end). */
   private async dispatch(hdr: Buffer, data: Buffer, conn: Conn): Promise<OpReply> {
+    const op = OPS.get(hdr[1]);
+    const front: Frontend = op?.kind === 'peer' ? 'peer' : 'sheepdog';
+    const start = metrics.begin(front);
+    let rep: OpReply | undefined;
+    try {
+      rep = await this.answer(hdr, data, conn);
+      return rep;
+    } finally {
+      const failed = (rep?.result ?? Res.SUCCESS) !== Res.SUCCESS;
+      // object I/O counts as read and written data; control payloads do not
+      const io = !failed && (op?.kind === 'gateway' || op?.kind === 'peer');
+      metrics.done(front, op?.name ?? 'unknown', start, !rep || failed, io ? rep?.data?.length ?? 0 : 0, io ? data.length : 0);
+    }
+  }
+
+  private async answer(hdr: Buffer, data: Buffer, conn: Conn): Promise<OpReply> {
     const prefix = decodePrefix(hdr);
     const op = OPS.get(prefix.opcode);
     if (!op) return { result: Res.UNKNOWN };

@@ -7,6 +7,7 @@ import { Res, SdError } from '../../lib/proto.js';
 import { OpenVdi } from '../../lib/vdi-io.js';
 import { ByteQueue } from '../../lib/byte-queue.js';
 import { SocketServer, type Admission } from './net-listen.js';
+import { metrics } from '../util/metrics.js';
 import { listed, type ByteBudget } from './admission.js';
 import { localTransport } from '../vdi/object-io.js';
 import { loadNbdTls, upgradeToTls, type NbdTls, type NbdTlsOptions } from './nbd-tls.js';
@@ -28,6 +29,10 @@ const REP_ERR = { UNSUP: ERR + 1, POLICY: ERR + 2, INVALID: ERR + 3, TLS_REQD: E
 const INFO = { EXPORT: 0, NAME: 1, DESCRIPTION: 2, BLOCK_SIZE: 3 } as const;
 const TF = { HAS_FLAGS: 1, READ_ONLY: 2, SEND_FLUSH: 4, SEND_FUA: 8, SEND_TRIM: 32, SEND_WRITE_ZEROES: 64, SEND_CACHE: 1024 } as const;
 const CMD = { READ: 0, WRITE: 1, DISC: 2, FLUSH: 3, TRIM: 4, CACHE: 5, WRITE_ZEROES: 6, BLOCK_STATUS: 7 } as const;
+/** How a command ended: answered with data or success, or with an error */
+type Outcome = 'ok' | 'failed';
+/** Command names for the metrics (a bounded set: anything else is "unknown"). */
+const CMD_NAMES: Record<number, string> = Object.fromEntries(Object.entries(CMD).map(([k, v]) => [v, k]));
 const CMD_FLAG = { FUA: 1, NO_HOLE: 2, DF: 4, REQ_ONE: 8 } as const;
 const CHUNK = { NONE: 0, OFFSET_DATA: 1, BLOCK_STATUS: 5, ERROR: 2 ** 15 + 1 } as const;
 const REPLY_FLAG_DONE = 1;
@@ -156,7 +161,7 @@ export class NbdServer extends SocketServer {
     private readonly budget: ByteBudget,
   ) {
     // NBD clients never authenticate: they may not use the connections kept for collie and peers
-    super({ ...admission, filter: null, useReserve: false });
+    super({ ...admission, filter: null, useReserve: false }, 'nbd');
     // read here so that bad TLS files stop the start-up with a message
     this.tls = loadNbdTls(cfg.tls ?? {});
     if (this.tls) {
@@ -576,7 +581,21 @@ class NbdSession {
     }
   }
 
+  /** One command, timed and counted; `failed` is set by `fail`. */
   private async command(type: number, flags: number, handle: Buffer, offset: number, length: number, payload: Buffer | null): Promise<void> {
+    const start = metrics.begin('nbd');
+    let outcome: Outcome | undefined;
+    try {
+      outcome = await this.execute(type, flags, handle, offset, length, payload);
+    } finally {
+      const failed = outcome !== 'ok';
+      const ok = !failed;
+      metrics.done('nbd', CMD_NAMES[type] ?? 'unknown', start, failed,
+        ok && type === CMD.READ ? length : 0, ok && type === CMD.WRITE ? length : 0);
+    }
+  }
+
+  private async execute(type: number, flags: number, handle: Buffer, offset: number, length: number, payload: Buffer | null): Promise<Outcome> {
     const exp = this.exp!;
     const size = exp.vdi.size;
     try {
@@ -586,7 +605,8 @@ class NbdSession {
           if (length > NBD_MAX_REQUEST) return this.fail(handle, E.OVERFLOW, 'read too large');
           if (!inRange) return this.fail(handle, E.INVAL, 'read beyond the end of the export');
           const data = await exp.vdi.read(offset, length);
-          return this.readReply(handle, offset, data);
+          this.readReply(handle, offset, data);
+          return 'ok';
         }
         case CMD.WRITE:
           if (exp.readonly) return this.fail(handle, E.PERM, 'the export is read-only');
@@ -594,10 +614,12 @@ class NbdSession {
           await this.writeLock();
           await this.retryAfterSnapshot(() => exp.vdi.write(offset, payload!));
           if (flags & CMD_FLAG.FUA) await this.sys.gateway.flushVdi(exp.vdi.vid);
-          return this.simpleReply(handle, 0);
+          this.simpleReply(handle, 0);
+          return 'ok';
         case CMD.FLUSH:
           await this.sys.gateway.flushVdi(exp.vdi.vid);
-          return this.simpleReply(handle, 0);
+          this.simpleReply(handle, 0);
+          return 'ok';
         case CMD.TRIM:
         case CMD.WRITE_ZEROES:
           if (exp.readonly) return this.fail(handle, E.PERM, 'the export is read-only');
@@ -605,14 +627,17 @@ class NbdSession {
           await this.writeLock();
           await this.retryAfterSnapshot(() => this.zero(offset, length, type === CMD.WRITE_ZEROES && (flags & CMD_FLAG.NO_HOLE) !== 0));
           if (flags & CMD_FLAG.FUA) await this.sys.gateway.flushVdi(exp.vdi.vid);
-          return this.simpleReply(handle, 0);
+          this.simpleReply(handle, 0);
+          return 'ok';
         case CMD.CACHE:
           if (!inRange) return this.fail(handle, E.INVAL, 'range beyond the end of the export');
-          return this.simpleReply(handle, 0);
+          this.simpleReply(handle, 0);
+          return 'ok';
         case CMD.BLOCK_STATUS:
           if (!this.structured || !this.metaContext) return this.fail(handle, E.INVAL, 'no meta context negotiated');
           if (!inRange || length === 0) return this.fail(handle, E.INVAL, 'range beyond the end of the export');
-          return this.blockStatus(handle, offset, length, (flags & CMD_FLAG.REQ_ONE) !== 0);
+          this.blockStatus(handle, offset, length, (flags & CMD_FLAG.REQ_ONE) !== 0);
+          return 'ok';
         default:
           return this.fail(handle, E.INVAL, `unknown command ${type}`);
       }
@@ -710,13 +735,17 @@ class NbdSession {
     this.chunk(handle, REPLY_FLAG_DONE, CHUNK.OFFSET_DATA, off, data);
   }
 
-  private fail(handle: Buffer, errno: number, message: string): void {
-    if (!this.structured) return this.simpleReply(handle, errno);
+  private fail(handle: Buffer, errno: number, message: string): 'failed' {
+    if (!this.structured) {
+      this.simpleReply(handle, errno);
+      return 'failed';
+    }
     const msg = Buffer.from(message.slice(0, 200));
     const body = Buffer.alloc(6 + msg.length);
     body.writeUInt32BE(errno, 0);
     body.writeUInt16BE(msg.length, 4);
     msg.copy(body, 6);
     this.chunk(handle, REPLY_FLAG_DONE, CHUNK.ERROR, body);
+    return 'failed';
   }
 }

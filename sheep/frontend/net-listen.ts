@@ -4,6 +4,7 @@
 import net from 'node:net';
 import fs from 'node:fs/promises';
 import type { AddressFilter, ConnectionBudget, RefusalLog } from './admission.js';
+import { metrics, type ConnKind } from '../util/metrics.js';
 
 /** Who may connect to a server, and how many connections all servers together may hold. */
 export interface Admission {
@@ -46,7 +47,8 @@ export abstract class SocketServer {
   private readonly servers: net.Server[] = [];
   private readonly sockets = new Set<net.Socket>();
 
-  constructor(protected readonly admission: Admission) {}
+  /** @param kind the port's name in the connection metrics */
+  constructor(protected readonly admission: Admission, private readonly kind: ConnKind) {}
 
   /** Handles one accepted connection (already tracked, Nagle off). */
   protected abstract accept(sock: net.Socket, admitted: Admitted): void;
@@ -71,9 +73,11 @@ export abstract class SocketServer {
       return;
     }
     this.sockets.add(sock);
+    metrics.connection(this.kind, 1);
     sock.setNoDelay?.(true);
     if (got === 'reserve') this.onReserve.set(sock, Date.now());
     sock.on('close', () => {
+      metrics.connection(this.kind, -1);
       this.sockets.delete(sock);
       this.onReserve.delete(sock);
       if (this.evicted.delete(sock)) return; // released when it was evicted

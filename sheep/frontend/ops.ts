@@ -17,7 +17,8 @@ import { oidKind, oidToVid, dataOidToIdx, NR_VDIS } from '../../lib/oid.js';
 import { SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT } from '../../lib/inode.js';
 import { vdiAttr } from '../vdi/vdi-attr.js';
 import { vdiNameProblem } from '../../lib/vdi-name.js';
-import type { AttrRequest, MakeFsArgs, NodeListReply, StatSheepReply, StatClusterReply, Throttle, ForceReleaseArgs } from '../../lib/admin.js';
+import { metrics } from '../util/metrics.js';
+import type { StatSheepArgs, AttrRequest, MakeFsArgs, NodeListReply, StatSheepReply, StatClusterReply, Throttle, ForceReleaseArgs } from '../../lib/admin.js';
 import { checkRange, objRead, objWrite, objCreate, objectSize, MAX_DATA_LENGTH } from '../vdi/object-io.js';
 import { SD_INODE_SIZE } from '../../lib/inode.js';
 import { authProof, decodeAuthStep, newNonce, proofMatches, type Role } from '../../lib/auth.js';
@@ -331,11 +332,13 @@ async function getNodeList(sys: System): Promise<OpReply> {
 }
 
 
-async function statSheep(sys: System): Promise<OpReply> {
-  const d = await sys.diskStats();
+async function statSheep(sys: System, req: OpRequest): Promise<OpReply> {
+  const a = req.data?.length ? args<StatSheepArgs>(req) : {};
+  const cachedMs = typeof a.cachedMs === 'number' && a.cachedMs > 0 ? Math.min(a.cachedMs, 60_000) : 0;
+  const d = await sys.diskStats(cachedMs);
   let total = 0;
   for (const v of sys.vdis.all()) if (!v.deleted && v.snapCtime === 0n) total += Number(v.vdiSize);
-  const r: StatSheepReply = { ...d, vdiSizeTotal: total };
+  const r: StatSheepReply = { ...d, vdiSizeTotal: total, io: { ...metrics.io } };
   return reply(r);
 }
 

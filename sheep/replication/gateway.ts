@@ -7,6 +7,7 @@
 
 import type { SheepClient } from '../../lib/client.js';
 import { connectPeer, type PeerAuth } from './peer-connect.js';
+import { metrics } from '../util/metrics.js';
 import { Op, Flag, Res, SdError, encodeObjReq } from '../../lib/proto.js';
 import { Ring } from '../../lib/ring.js';
 import type { ObjectStore } from '../store/store.js';
@@ -65,7 +66,11 @@ class PeerLink {
   constructor(readonly node: NodeInfo, private readonly auth: PeerAuth) {}
 
   private conn(big: boolean): Promise<SheepClient> {
-    const make = () => connectPeer(this.node, this.auth, 5000);
+    const make = () => connectPeer(this.node, this.auth, 5000).then((c) => {
+      metrics.connection('peer_out', 1);
+      c.onClose(() => metrics.connection('peer_out', -1));
+      return c;
+    });
     if (big) return (this.big ??= make());
     return (this.small ??= make());
   }
@@ -77,6 +82,7 @@ class PeerLink {
       c = await this.conn(big);
     } catch (e) {
       this.drop(big);
+      metrics.peerError('connect');
       throw new SdError(Res.NETWORK_ERROR, `cannot reach ${this.node.nid}: ${(e as Error).message}`);
     }
     let timer: NodeJS.Timeout | undefined;
@@ -89,6 +95,7 @@ class PeerLink {
       return reply.data;
     } catch (e) {
       if (e instanceof SdError) throw e;
+      metrics.peerError((e as Error).message === 'timed out' ? 'timeout' : 'connection');
       this.drop(big);
       c.close();
       throw new SdError(Res.NETWORK_ERROR, `${this.node.nid}: ${(e as Error).message}`);
@@ -226,6 +233,7 @@ export class Gateway implements ObjectIo {
       const fatal = errors.find((e) => !(e instanceof SdError) || !RETRYABLE.has(e.result));
       if (fatal) throw fatal;
       if (Date.now() > deadline) throw errors[0];
+      metrics.gatewayRetry();
       this.log.info({ oid: oid.toString(16), why: (errors[0] as Error).message }, 'a replica failed: waiting for the membership to settle');
       await this.ctx.membershipChange(1000);
     }
@@ -269,6 +277,7 @@ export class Gateway implements ObjectIo {
         continue;
       }
       if (Date.now() > deadline) throw new SdError(Res.NO_OBJ);
+      metrics.gatewayRetry();
       await this.ctx.membershipChange(1000);
     }
   }

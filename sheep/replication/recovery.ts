@@ -5,6 +5,7 @@
 // (a node that missed writes sets its copies aside when it rejoins), so recovery only fills gaps.
 // A newer membership change restarts it from scratch on the new epoch.
 
+import { metrics } from '../util/metrics.js';
 import { pack, unpack } from 'msgpackr';
 import { Op, Flag, Res, SdError, encodeObjReq, encodePlainReq, resultText } from '../../lib/proto.js';
 import type { SheepClient } from '../../lib/client.js';
@@ -70,7 +71,7 @@ export class Recovery {
   start(): void {
     const gen = ++this.generation;
     const epoch = this.ctx.epoch();
-    this.status = { state: 'running', epoch, done: 0, total: 0, copied: 0 };
+    this.status = { state: 'running', epoch, done: 0, total: 0, copied: 0, startedAt: Date.now() };
     // one run at a time: the superseded one stops at its next check, then the new one starts
     this.running = this.running.then(() => this.attempts(gen, epoch));
   }
@@ -210,7 +211,7 @@ export class Recovery {
       const oid = parseOidHex(hex)!;
       if (ring.replicas(oid, this.ctx.copies(oid)).some((t) => t.nid === me.nid)) mine.push(oid);
     }
-    this.status = { state: 'running', epoch, done: 0, total: mine.length, copied: 0 };
+    this.status = { state: 'running', epoch, done: 0, total: mine.length, copied: 0, startedAt: Date.now() };
     let pulled = 0;
     let kept = 0;
     const recoverOne = async (oid: bigint): Promise<void> => {
@@ -233,6 +234,7 @@ export class Recovery {
             })) {
               pulled++;
               this.status = { ...this.status, copied: this.status.copied + 1 };
+              metrics.recoveryCopy();
             }
             // an older set-aside copy is superseded: free its space now, not at the purge
             if (staleEpoch !== undefined) await this.store.dropStale(oid);

@@ -398,17 +398,37 @@ export class ObjectStore {
     return out;
   }
 
-  /** Bytes the objects occupy on disk (allocated blocks, so sparse objects count what they use). */
-  async usedBytes(): Promise<number> {
-    if (this.failed) return 0;
-    let used = 0;
+  private lastUsage: { at: number; objects: number; bytes: number } | null = null;
+  private counting: Promise<{ objects: number; bytes: number }> | null = null;
+
+  /**
+   * Objects in the store and the bytes they occupy on disk (allocated blocks, so sparse objects count
+   * what they use). Counting stats every object: a count at most `maxAgeMs` old is reused, and callers
+   * asking while one runs share it.
+   */
+  async usage(maxAgeMs = 0): Promise<{ objects: number; bytes: number }> {
+    if (this.failed) return { objects: 0, bytes: 0 };
+    // a fresh count asked for: one of its own (one already running may have missed a recent write)
+    if (maxAgeMs <= 0) return this.countUsage();
+    const last = this.lastUsage;
+    if (last && Date.now() - last.at <= maxAgeMs) return last;
+    this.counting ??= this.countUsage().finally(() => { this.counting = null; });
+    return this.counting;
+  }
+
+  private async countUsage(): Promise<{ objects: number; bytes: number }> {
+    const at = Date.now();
+    let bytes = 0;
+    let objects = 0;
     for (const oid of await this.list()) {
       try {
         const st = await fs.stat(this.pathOf(oid));
-        used += st.blocks * 512;
+        bytes += st.blocks * 512;
+        objects++;
       } catch { /* removed meanwhile */ }
     }
-    return used;
+    if (!this.lastUsage || this.lastUsage.at <= at) this.lastUsage = { at, objects, bytes };
+    return { objects, bytes };
   }
 
   private markDirty(oid: bigint): void {

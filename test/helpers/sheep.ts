@@ -54,7 +54,9 @@ export class SheepProcess {
     this.stderr = '';
     // each test cluster gets its own local-driver directory unless the test chose a driver
     const cluster = this.extraArgs.includes('-c') ? [] : ['-c', `local:${this.dir}.cluster`];
-    const p = spawn(process.execPath, [SHEEP, '-f', '-l', 'warn', '-p', String(this.port), '-b', '127.0.0.1', ...cluster, ...this.extraArgs, this.dir], {
+    // no HTTP endpoint unless the test asks (its default port, sheep's + 1000, could be another test's)
+    const http = this.extraArgs.some((a) => a.startsWith('--http') || a === '--no-http') ? [] : ['--no-http'];
+    const p = spawn(process.execPath, [SHEEP, '-f', '-l', 'warn', '-p', String(this.port), '-b', '127.0.0.1', ...cluster, ...http, ...this.extraArgs, this.dir], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     p.stderr!.on('data', (d: Buffer) => { this.stderr += d.toString(); });
