@@ -9,6 +9,7 @@ import {
   encodeNameTag, type Rsp, type ObjReq, type VdiReq,
 } from './proto.js';
 import { FrameReader } from './frame.js';
+import { batchWrites } from './batch-writes.js';
 import { AUTH_NONCE_LEN, TLS_CIPHERS, authProof, encodeAuthStep, newNonce, proofMatches, type Role } from './auth.js';
 
 export interface ClientAddress {
@@ -142,14 +143,9 @@ export class SheepClient {
     }
     return new Promise<Reply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      if (payload && payload.length) {
-        this.sock.cork();
-        this.sock.write(header);
-        this.sock.write(payload);
-        this.sock.uncork();
-      } else {
-        this.sock.write(header);
-      }
+      batchWrites(this.sock);
+      this.sock.write(header);
+      if (payload && payload.length) this.sock.write(payload);
     });
   }
 

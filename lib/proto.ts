@@ -214,8 +214,14 @@ export interface ObjReq extends HeaderPrefix {
 }
 
 export function decodeObjReq(b: Buffer): ObjReq {
+  // every request pays for this: one object literal, no spread
   return {
-    ...decodePrefix(b),
+    protoVer: b[0],
+    opcode: b[1],
+    flags: b.readUInt16LE(2),
+    epoch: b.readUInt32LE(4),
+    id: b.readUInt32LE(8),
+    dataLength: b.readUInt32LE(12),
     oid: b.readBigUInt64LE(16),
     cowOid: b.readBigUInt64LE(24),
     copies: b[32],

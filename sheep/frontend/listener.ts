@@ -9,6 +9,7 @@ import { ByteBudget } from './admission.js';
 import { Flag, Res, SdError, SD_PROTO_VER, decodePrefix, encodeRsp, opName, resultName } from '../../lib/proto.js';
 import { FrameReader } from '../../lib/frame.js';
 import { metrics, type Frontend } from '../util/metrics.js';
+import { batchWrites } from '../../lib/batch-writes.js';
 import { OPS, mayUse, type Access, type Conn, type OpReply, type OpRequest } from './ops.js';
 import { MAX_DATA_LENGTH } from '../vdi/object-io.js';
 import type { System } from '../cluster/system.js';
@@ -278,11 +279,10 @@ export class Listener extends SocketServer {
       vdi: rep.vdi,
       clusterDefault: rep.clusterDefault,
     });
+    batchWrites(sock);
     if (data && data.length) {
-      sock.cork();
       sock.write(hdr);
       sock.write(data, written && (() => written()));
-      sock.uncork();
     } else {
       sock.write(hdr, written && (() => written()));
     }

@@ -85,10 +85,11 @@ export interface OpDef {
 // ------------------------------------------------------------------ object I/O
 
 function checkedObjReq(sys: System, req: OpRequest, write: boolean): ObjReq & { off: number } {
-  const r = decodeObjReq(req.hdr);
+  const r = decodeObjReq(req.hdr) as ObjReq & { off: number };
   if (write && !(r.flags & Flag.CMD_WRITE)) throw new SdError(Res.INVALID_PARMS, 'write without CMD_WRITE payload');
   checkRange(sys, r.oid, r.offset, r.dataLength);
-  return { ...r, off: Number(r.offset) };
+  r.off = Number(r.offset);
+  return r;
 }
 
 async function readObj(sys: System, req: OpRequest): Promise<OpReply> {

@@ -115,19 +115,30 @@ class PeerLink {
   }
 }
 
+function sameMembers(a: readonly NodeInfo[], b: readonly NodeInfo[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Placements remembered per ring (every request needs one; computing it hashes the oid 8 times). */
+const TARGET_CACHE_MAX = 65536;
+
 export class Gateway implements ObjectIo {
   private readonly peers = new Map<string, PeerLink>();
   private ring: Ring<NodeInfo> | null = null;
-  private ringKey = '';
+  /** the members the ring was built from (NodeInfo objects are replaced, never changed in place) */
+  private ringNodes: readonly NodeInfo[] = [];
+  private readonly targetCache = new Map<bigint, { copies: number; nodes: NodeInfo[] }>();
 
   constructor(private readonly store: ObjectStore, private readonly ctx: GatewayContext, private readonly log: Logger) {}
 
   private currentRing(): Ring<NodeInfo> {
     const nodes = this.ctx.nodes();
-    const key = nodes.map((n) => `${n.nid}/${n.zone}/${n.vnodes}`).join(',');
-    if (!this.ring || key !== this.ringKey) {
+    if (!this.ring || !sameMembers(nodes, this.ringNodes)) {
       this.ring = new Ring(nodes);
-      this.ringKey = key;
+      this.ringNodes = nodes;
+      this.targetCache.clear();
       for (const [nid, p] of this.peers) if (!nodes.some((n) => n.nid === nid)) { p.close(); this.peers.delete(nid); }
     }
     return this.ring;
@@ -143,7 +154,14 @@ export class Gateway implements ObjectIo {
 
   /** The nodes that should hold `oid` now. */
   targets(oid: bigint): NodeInfo[] {
-    return this.currentRing().replicas(oid, Math.max(1, this.ctx.copies(oid)));
+    const ring = this.currentRing();
+    const copies = Math.max(1, this.ctx.copies(oid));
+    const hit = this.targetCache.get(oid);
+    if (hit && hit.copies === copies) return hit.nodes;
+    const nodes = ring.replicas(oid, copies);
+    if (this.targetCache.size >= TARGET_CACHE_MAX) this.targetCache.clear();
+    this.targetCache.set(oid, { copies, nodes });
+    return nodes;
   }
 
   private isMe(n: NodeInfo): boolean {
