@@ -6,7 +6,7 @@ import { Op, Res, SdError } from '../lib/proto.js';
 import { newKeyText } from '../lib/auth.js';
 import type { StatClusterReply } from '../lib/admin.js';
 import { nodeWarnings } from './node.js';
-import { CliError, EXIT_FAILURE, EXIT_SYSFAIL, withClient, out, reason, ctimeString, shortTime, padL, confirm, type ConnOpts } from './common.js';
+import { CliError, EXIT_FAILURE, EXIT_SYSFAIL, withClient, out, reason, ctimeString, shortTime, renderTable, confirm, type ConnOpts } from './common.js';
 
 export interface FormatOpts extends ConnOpts {
   copies: number;
@@ -58,12 +58,14 @@ export async function clusterInfo(o: ConnOpts & { verbose?: boolean }): Promise<
   }
   if (!raw && st.status === 'running') for (const w of await nodeWarnings(o)) out(`${w}\n`);
   if (!raw) out('\n');
-  if (!raw) out('Epoch Time           Version [Host:Port:V-Nodes,,,]\n');
-  for (const h of st.history) {
-    const nodes = h.nodes.map((n) => `${n.host}:${n.port}:${n.vnodes}`).join(', ');
-    if (raw) out(`${Math.floor(h.time / 1000)} ${h.epoch} [${nodes}]\n`);
-    else out(`${shortTime(Math.floor(h.time / 1000), true)} ${padL(h.epoch, 6)} [${nodes}]\n`);
+  const nodes = (h: StatClusterReply['history'][number]) => `[${h.nodes.map((n) => `${n.host}:${n.port}:${n.vnodes}`).join(', ')}]`;
+  if (raw) {
+    for (const h of st.history) out(`${Math.floor(h.time / 1000)} ${h.epoch} ${nodes(h)}\n`);
+    return;
   }
+  // dog's header line, which does not follow the columns below it
+  out('Epoch Time           Version [Host:Port:V-Nodes,,,]\n');
+  out(renderTable([{}, { width: 6, align: 'right' }, {}], st.history.map((h) => [shortTime(Math.floor(h.time / 1000), true), h.epoch, nodes(h)])));
 }
 
 export async function clusterShutdown(o: ConnOpts): Promise<void> {

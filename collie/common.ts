@@ -1,7 +1,9 @@
 // Shared plumbing of collie commands: connection options, errors with exit codes, output helpers.
 
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import readline from 'node:readline/promises';
+import Table from 'cli-table3';
 import { SheepClient } from '../lib/client.js';
 import { Res, SdError, resultText } from '../lib/proto.js';
 import { DEFAULT_KEY_FILE, readKeyFile } from '../lib/auth.js';
@@ -149,9 +151,62 @@ function isWide(c: number): boolean {
     (c >= 0x1f900 && c <= 0x1f9ff) || (c >= 0x20000 && c <= 0x3fffd);
 }
 
-/** printf-style padding helpers, by display width. */
+/** printf-style right alignment by display width (the labels of `vdi graph`; tables use renderTable). */
 export const padL = (s: string | number, w: number) => ' '.repeat(Math.max(0, w - displayWidth(String(s)))) + String(s);
-export const padR = (s: string | number, w: number) => String(s) + ' '.repeat(Math.max(0, w - displayWidth(String(s))));
+
+/** One column of a table, as the reference `dog` prints it. */
+export interface Column {
+  /**
+   * Least width in terminal columns (printf's %8s). Without one, an empty cell still takes a column
+   * (cli-table3's least) unless it ends its row.
+   */
+  width?: number;
+  /** 'left' when left out. */
+  align?: 'left' | 'right';
+  /** What is printed before the column: ' ' when left out (the first column: nothing). */
+  gap?: string;
+}
+
+/**
+ * The width measure cli-table3 pads by: string-width, its own dependency (resolved from cli-table3 so it
+ * is the very copy it uses). It disagrees with displayWidth on some emoji and marks; renderTable makes up
+ * the difference so columns stay where displayWidth puts them.
+ */
+const stringWidth = createRequire(createRequire(import.meta.url).resolve('cli-table3'))('string-width') as (s: string) => number;
+
+/** No borders: a space between columns, unless a column gives its own gap. */
+const NO_BORDER: Partial<Record<Table.CharName, string>> = {
+  top: '', 'top-mid': '', 'top-left': '', 'top-right': '', bottom: '', 'bottom-mid': '', 'bottom-left': '', 'bottom-right': '',
+  left: '', 'left-mid': '', mid: '', 'mid-mid': '', right: '', 'right-mid': '', middle: ' ',
+};
+
+/**
+ * Lays rows out with cli-table3, one output line (ending in a newline) each. Rows are laid out the way
+ * dog's printf does: a cell wider than its column pushes the rest of its own row instead of widening
+ * the column for every row, so each row is a table of its own. An empty last cell of a column without
+ * a width prints nothing, not even its gap (cli-table3 would give it one column).
+ */
+export function renderTable(columns: Column[], rows: Array<Array<string | number>>): string {
+  let text = '';
+  for (const row of rows) {
+    const cells = row.map(String);
+    while (cells.length && cells[cells.length - 1] === '' && !columns[cells.length - 1].width) cells.pop();
+    const table = new Table({
+      chars: NO_BORDER,
+      style: { 'padding-left': 0, 'padding-right': 0, head: [], border: [] },
+      colAligns: cells.map((_, i) => columns[i].align ?? 'left'),
+      // the width displayWidth asks for, in cli-table3's measure of this cell
+      colWidths: cells.map((c, i) => Math.max(columns[i].width ?? 0, displayWidth(c)) + stringWidth(c) - displayWidth(c)),
+    });
+    // cli-table3 draws 'left' before the first cell and 'middle' before the others
+    table.push(cells.map((content, i) => {
+      const gap = columns[i].gap;
+      return gap === undefined ? content : { content, chars: i ? { middle: gap } : { left: gap } };
+    }));
+    text += `${table.toString()}\n`;
+  }
+  return text;
+}
 
 /** Runs `fn` against one specific node (not the cluster), mapping connection trouble to exit 2. */
 export async function onNode<T>(host: string, port: number, fn: (c: SheepClient) => Promise<T>): Promise<T> {

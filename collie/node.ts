@@ -5,7 +5,7 @@ import { SheepClient } from '../lib/client.js';
 import { formatSize } from '../lib/units.js';
 import type { NodeListReply, StatSheepReply, RecoveryStatus, Throttle } from '../lib/admin.js';
 import { progress } from './progress.js';
-import { CliError, EXIT_SYSFAIL, EXIT_USAGE, withClient, connectTo, out, reason, padL, padR, type ConnOpts } from './common.js';
+import { CliError, EXIT_SYSFAIL, EXIT_USAGE, withClient, connectTo, out, reason, renderTable, type Column, type ConnOpts } from './common.js';
 
 export async function nodeList(o: ConnOpts): Promise<NodeListReply> {
   try {
@@ -16,23 +16,36 @@ export async function nodeList(o: ConnOpts): Promise<NodeListReply> {
   }
 }
 
+/** Host:Port, V-Nodes and Zone, after the Id, in `node list` and `node recovery`. */
+const NODE_COLUMNS: Column[] = [{ width: 20, gap: '   ' }, { width: 2, align: 'right', gap: '\t' }, { width: 11, align: 'right', gap: '' }];
+/** A mark for the node collie talks to, then the Id. */
+const NODE_LIST_COLUMNS: Column[] = [{ width: 1 }, { width: 3, align: 'right', gap: '' }, ...NODE_COLUMNS];
+
 export async function nodeListCmd(o: ConnOpts): Promise<void> {
   const l = await nodeList(o);
-  if (!o.raw) out('  Id   Host:Port         V-Nodes       Zone\n');
-  l.nodes.forEach((n, i) => {
-    const addr = `${n.host}:${n.port}`;
-    // '*' marks the node collie is talking to
-    if (o.raw) out(`${i} ${addr} ${n.vnodes} ${n.zone}\n`);
-    else out(`${n.nid === l.me ? '*' : ' '}${padL(i, 3)}   ${padR(addr, 20)}\t${padL(n.vnodes, 2)}${padL(n.zone, 11)}\n`);
-  });
+  if (o.raw) {
+    l.nodes.forEach((n, i) => out(`${i} ${n.host}:${n.port} ${n.vnodes} ${n.zone}\n`));
+    return;
+  }
+  // dog's header line, which does not follow the columns below it
+  out('  Id   Host:Port         V-Nodes       Zone\n');
+  // '*' marks the node collie is talking to
+  out(renderTable(NODE_LIST_COLUMNS, l.nodes.map((n, i) => [n.nid === l.me ? '*' : ' ', i, `${n.host}:${n.port}`, n.vnodes, n.zone])));
 }
+
+/** Id, Size, Used, Avail, Use% separated by tabs, then why a node cannot take its share, when it cannot. */
+const NODE_INFO_COLUMNS: Column[] = [
+  { width: 2, align: 'right' }, { gap: '\t' }, { gap: '\t' }, { gap: '\t' }, { width: 4, align: 'right', gap: '\t' }, { gap: '\t' },
+];
 
 export async function nodeInfoCmd(o: ConnOpts): Promise<void> {
   const l = await nodeList(o);
   const raw = o.raw;
   const size = (n: number) => (raw ? String(n) : formatSize(n));
   const pct = (used: number, total: number) => (total ? Math.floor((used * 100) / total) : 0);
-  if (!raw) out('Id\tSize\tUsed\tAvail\tUse%\n');
+  // rows go out as each node answers (every row is laid out on its own)
+  const row = (cells: Array<string | number>) => out(renderTable(NODE_INFO_COLUMNS, [cells]));
+  if (!raw) row(['Id', 'Size', 'Used', 'Avail', 'Use%']);
   let tSize = 0, tUsed = 0, tAvail = 0, vsize = 0, ok = 0;
   for (const [i, n] of l.nodes.entries()) {
     try {
@@ -43,7 +56,7 @@ export async function nodeInfoCmd(o: ConnOpts): Promise<void> {
         // a node whose disk failed, or whose free space is under its reserve, says so after its figures
         const state = s.diskFailed ? `disk failed: ${s.diskFailed}` : s.full ? `full (under the ${size(s.reserve ?? 0)} reserve: new objects refused)` : '';
         if (raw) out(`${i} ${s.size} ${s.used} ${s.avail} ${pct(s.used, s.size)}%${s.diskFailed ? ' failed' : s.full ? ' full' : ''}\n`);
-        else out(`${padL(i, 2)}\t${size(s.size)}\t${size(s.used)}\t${size(s.avail)}\t${padL(pct(s.used, s.size), 3)}%${state ? `\t${state}` : ''}\n`);
+        else row([i, size(s.size), size(s.used), size(s.avail), `${pct(s.used, s.size)}%`, state]);
       } finally {
         c.close();
       }
@@ -53,7 +66,10 @@ export async function nodeInfoCmd(o: ConnOpts): Promise<void> {
   }
   if (!ok) throw new CliError('Cannot get information from any nodes', EXIT_SYSFAIL);
   if (raw) out(`Total ${tSize} ${tUsed} ${tAvail} ${pct(tUsed, tSize)}% ${vsize}\n`);
-  else out(`Total\t${size(tSize)}\t${size(tUsed)}\t${size(tAvail)}\t${padL(pct(tUsed, tSize), 3)}%\n\nTotal virtual image size\t${size(vsize)}\n`);
+  else {
+    row(['Total', size(tSize), size(tUsed), size(tAvail), `${pct(tUsed, tSize)}%`]);
+    out(`\nTotal virtual image size\t${size(vsize)}\n`);
+  }
 }
 
 /**
@@ -81,8 +97,12 @@ export async function nodeWarnings(o: ConnOpts): Promise<string[]> {
   return per.flat();
 }
 
+/** Id, the node columns, then Progress ("12.5%"). */
+const RECOVERY_COLUMNS: Column[] = [{ width: 4, align: 'right' }, ...NODE_COLUMNS, { width: 12, align: 'right', gap: '' }];
+
 export async function nodeRecoveryCmd(o: ConnOpts): Promise<void> {
   const l = await nodeList(o);
+  // dog's header line, which does not follow the columns below it
   out('Nodes In Recovery:\n  Id   Host:Port         V-Nodes       Zone       Progress\n');
   for (const [i, n] of l.nodes.entries()) {
     let st: RecoveryStatus;
@@ -94,7 +114,7 @@ export async function nodeRecoveryCmd(o: ConnOpts): Promise<void> {
     }
     if (st.state === 'idle' && !st.error) continue;
     const pct = st.total ? (100 * st.done) / st.total : 0;
-    out(`${padL(i, 4)}   ${padR(`${n.host}:${n.port}`, 20)}\t${padL(n.vnodes, 2)}${padL(n.zone, 11)}${padL(pct.toFixed(1), 11)}%\n`);
+    out(renderTable(RECOVERY_COLUMNS, [[i, `${n.host}:${n.port}`, n.vnodes, n.zone, `${pct.toFixed(1)}%`]]));
     // a run that gave up says why (it runs again at the next membership change)
     if (st.state === 'idle' && st.error) out(`       recovery failed: ${st.error}\n`);
     // a run that cannot finish now says why (a full disk), and goes on by itself

@@ -6,7 +6,7 @@ import { vidToVdiOid, vidToDataOid, oidHex } from '../lib/oid.js';
 import type { AttrReply, LockInfo, ObjList } from '../lib/admin.js';
 import crypto from 'node:crypto';
 import { chooseReplica } from '../lib/replica.js';
-import { CliError, EXIT_SYSFAIL, EXIT_EXISTS, EXIT_MISSING, withClient, out, reason, snapshotSpec, padL, padR, onNode, type ConnOpts } from './common.js';
+import { CliError, EXIT_SYSFAIL, EXIT_EXISTS, EXIT_MISSING, withClient, out, reason, snapshotSpec, renderTable, onNode, type Column, type ConnOpts } from './common.js';
 import { Ring } from '../lib/ring.js';
 import { SD_INODE_SIZE } from '../lib/inode.js';
 import { nodeList } from './node.js';
@@ -56,14 +56,19 @@ export async function vdiGetattr(name: string, key: string, o: ConnOpts): Promis
 
 // ------------------------------------------------------------------ locks
 
+/** Name, Id, VDI id, Tag, Owner node(s). */
+const LOCK_COLUMNS: Column[] = [
+  { width: 12, gap: '  ' }, { width: 3, align: 'right', gap: '' }, { width: 8, align: 'right', gap: '' }, { width: 15, gap: '  ' }, { gap: '' },
+];
+
 export async function vdiLockList(o: ConnOpts): Promise<void> {
   const locks = await withClient(o, (c) => c.control<LockInfo[]>(Op.LOCK_LIST));
-  if (!o.raw) out('  Name         Id  VDI id  Tag            Owner node(s)\n');
-  for (const l of locks) {
-    const owners = l.owners.join(' ');
-    if (o.raw) out(`${l.name} ${l.snapId} ${l.vid.toString(16)} ${l.tag} ${owners}\n`);
-    else out(`  ${padR(l.name, 12)}${padL(l.snapId, 3)}${padL(l.vid.toString(16), 8)}  ${padR(l.tag, 15)}${owners}\n`);
+  if (o.raw) {
+    for (const l of locks) out(`${l.name} ${l.snapId} ${l.vid.toString(16)} ${l.tag} ${l.owners.join(' ')}\n`);
+    return;
   }
+  const rows = locks.map((l) => [l.name, l.snapId, l.vid.toString(16), l.tag, l.owners.join(' ')]);
+  out(renderTable(LOCK_COLUMNS, [['Name', 'Id', 'VDI id', 'Tag', 'Owner node(s)'], ...rows]));
 }
 
 export async function vdiLockUnlock(name: string, o: ConnOpts & { snapshot?: string }): Promise<void> {

@@ -13,7 +13,7 @@ import {
   ctimeSeconds, type InodeHeader,
 } from '../lib/inode.js';
 import {
-  CliError, EXIT_SYSFAIL, EXIT_USAGE, withClient, out, reason, shortTime, snapshotSpec, padL, padR, onNode, type ConnOpts,
+  CliError, EXIT_SYSFAIL, EXIT_USAGE, withClient, out, reason, shortTime, snapshotSpec, renderTable, onNode, type Column, type ConnOpts,
 } from './common.js';
 import { Ring } from '../lib/ring.js';
 import { nodeList } from './node.js';
@@ -113,10 +113,19 @@ export async function allInodes(c: SheepClient, damaged?: (vid: number, why: unk
 
 // ------------------------------------------------------------------ list
 
+/** The columns of `vdi list`, in printf terms "%c %-8s %5d %7s %7s %7s %s  %7x %6s %13s %3d" as dog prints them. */
+const VDI_LIST_COLUMNS: Column[] = [
+  {}, { width: 8 }, { width: 5, align: 'right' }, { width: 7, align: 'right' }, { width: 7, align: 'right' },
+  { width: 7, align: 'right' }, { width: 16 }, { width: 7, align: 'right', gap: '  ' }, { width: 6, align: 'right' },
+  { width: 13, align: 'right' }, { width: 3, align: 'right' },
+];
+/** dog's header line, which does not follow the columns below it. */
+const VDI_LIST_HEADER = '  Name        Id    Size    Used  Shared    Creation time   VDI id  Copies  Tag   Block Size Shift\n';
+
 export async function vdiList(name: string | undefined, o: ConnOpts): Promise<void> {
   // the whole listing is gathered first: a failure prints no half table
   const lines: string[] = [];
-  if (!o.raw) lines.push('  Name        Id    Size    Used  Shared    Creation time   VDI id  Copies  Tag   Block Size Shift\n');
+  const rows: Array<Array<string | number>> = [];
   await withClient(o, async (c) => {
     const damaged: number[] = [];
     for (const h of await allInodes(c, (vid) => damaged.push(vid))) {
@@ -133,18 +142,18 @@ export async function vdiList(name: string | undefined, o: ConnOpts): Promise<vo
         lines.push(`${type} ${escapeName(h.name)} ${id} ${h.vdiSize} ${own * os} ${shared * os} ${sec} ${h.vdiId.toString(16)} ${h.nrCopies} ${h.tag} ${h.blockSizeShift}\n`);
       } else {
         const type = snap ? 's' : clone ? 'c' : ' ';
-        lines.push(`${type} ${padR(h.name, 8)} ${padL(id, 5)} ${padL(formatSize(Number(h.vdiSize)), 7)} ${padL(formatSize(own * os), 7)} ` +
-          `${padL(formatSize(shared * os), 7)} ${shortTime(sec)}  ${padL(h.vdiId.toString(16), 7)} ${padL(h.nrCopies, 6)} ${padL(h.tag, 13)} ${padL(h.blockSizeShift, 3)}\n`);
+        rows.push([type, h.name, id, formatSize(Number(h.vdiSize)), formatSize(own * os), formatSize(shared * os), shortTime(sec),
+          h.vdiId.toString(16), h.nrCopies, h.tag, h.blockSizeShift]);
       }
     }
     // a VDI whose inode is gone is still in the table: show it, marked, rather than fail the listing
     if (name === undefined) {
       for (const vid of damaged) {
         if (o.raw) lines.push(`d (damaged) 0 - - - - ${vid.toString(16)} - - -\n`);
-        else lines.push(`d ${padR('(damaged)', 8)} ${padL('-', 5)} ${padL('-', 7)} ${padL('-', 7)} ${padL('-', 7)} ${padR('-', 16)}  ${padL(vid.toString(16), 7)} ${padL('-', 6)} ${padL('-', 13)} ${padL('-', 3)}\n`);
+        else rows.push(['d', '(damaged)', '-', '-', '-', '-', '-', vid.toString(16), '-', '-', '-']);
       }
     }
-    out(lines.join(''));
+    out(o.raw ? lines.join('') : VDI_LIST_HEADER + renderTable(VDI_LIST_COLUMNS, rows));
     if (damaged.length) process.stderr.write(`${damaged.length} VDI(s) marked d: the inode object is missing or unreadable on every replica\n`);
   });
 }
@@ -340,9 +349,10 @@ export async function vdiObject(sub: string, name: string, o: ConnOpts & { index
       throw new CliError(`${(e as Error).message}\nFATAL: no inode objects`);
     }
     if (sub === 'map') {
-      out('Index       VID\n');
       const idxs = o.index !== undefined ? [o.index] : [...v.map.keys()].filter((i) => v.map[i]);
-      for (const i of idxs) out(`${String(i).padStart(8, '0')} ${padL((v.map[i] ?? 0).toString(16), 8)}\n`);
+      // dog's header line, which does not follow the columns below it
+      out('Index       VID\n');
+      out(renderTable([{}, { width: 8, align: 'right' }], idxs.map((i) => [String(i).padStart(8, '0'), (v.map[i] ?? 0).toString(16)])));
       return;
     }
     let oid: bigint;
