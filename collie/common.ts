@@ -172,7 +172,13 @@ export interface Column {
  * is the very copy it uses). It disagrees with displayWidth on some emoji and marks; renderTable makes up
  * the difference so columns stay where displayWidth puts them.
  */
-const stringWidth = createRequire(createRequire(import.meta.url).resolve('cli-table3'))('string-width') as (s: string) => number;
+const stringWidth = ((): ((s: string) => number) => {
+  try {
+    return createRequire(createRequire(import.meta.url).resolve('cli-table3'))('string-width') as (s: string) => number;
+  } catch {
+    return displayWidth; // a cli-table3 without it: wide emoji may then misalign, nothing breaks
+  }
+})();
 
 /** No borders: a space between columns, unless a column gives its own gap. */
 const NO_BORDER: Partial<Record<Table.CharName, string>> = {

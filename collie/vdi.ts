@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import { vdiNameProblem } from '../lib/vdi-name.js';
 import { progress } from './progress.js';
+import { stdoutSink } from './output.js';
 import { SheepClient } from '../lib/client.js';
 import { Res, SdError } from '../lib/proto.js';
 import { formatSize } from '../lib/units.js';
@@ -206,6 +207,7 @@ export async function vdiRead(name: string, offset: number, len: number | undefi
       }
     };
     issue();
+    const out = stdoutSink();
     try {
       while (inflight.length) {
         let buf: Buffer;
@@ -216,8 +218,9 @@ export async function vdiRead(name: string, offset: number, len: number | undefi
         }
         issue();
         bar.add(buf.length);
-        if (!process.stdout.write(buf)) await new Promise<void>((r) => process.stdout.once('drain', () => r()));
+        await out.write(buf);
       }
+      await out.end();
     } finally {
       bar.stop();
     }
