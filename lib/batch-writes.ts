@@ -8,6 +8,7 @@ const corked = new WeakSet<net.Socket>();
 
 /** Holds `sock`'s writes until the end of this event-loop turn (setImmediate), then sends them at once. */
 export function batchWrites(sock: net.Socket): void {
+  if (process.env.SHEEP_NO_BATCH) return;
   if (corked.has(sock)) return;
   corked.add(sock);
   sock.cork();

@@ -17,11 +17,13 @@ export class FdCache {
   private readonly opening = new Map<bigint, Set<{ dropped: boolean }>>();
   constructor(private readonly limit: number) {}
 
-  async use<T>(oid: bigint, file: string, fn: (fh: fs.FileHandle) => Promise<T>): Promise<T> {
+  /** `file` names the object's file: a string, or a function asked only when the file must be opened */
+  async use<T>(oid: bigint, file: string | (() => string), fn: (fh: fs.FileHandle) => Promise<T>): Promise<T> {
     let e = this.fds.get(oid);
     if (!e || e.stale) {
+      const name = typeof file === 'string' ? file : file();
       for (;;) {
-        const fh = await this.open(oid, file);
+        const fh = await this.open(oid, name);
         if (!fh) continue; // the object was replaced while it opened: a write must reach the new file
         e = this.fds.get(oid);
         if (e && !e.stale) await fh.close(); // another caller opened it meanwhile

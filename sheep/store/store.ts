@@ -2,7 +2,7 @@
 // the epoch of each object's last write in the xattr user.sheepdog.epoch.
 
 import fs from 'node:fs/promises';
-import { constants as fsc } from 'node:fs';
+import fsCb, { constants as fsc } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 // fs-xattr's synchronous calls: its asynchronous ones leak their async work (~400 bytes and a handle per
@@ -214,10 +214,10 @@ export class ObjectStore {
     this.checkDisk();
     const buf = Buffer.allocUnsafe(length);
     try {
-      return await this.fds.use(oid, this.pathOf(oid), async (fh) => {
+      return await this.fds.use(oid, () => this.pathOf(oid), async (fh) => {
         let done = 0;
         while (done < length) {
-          const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
+          const bytesRead = await preadInto(fh.fd, buf, done, length - done, offset + done);
           if (bytesRead === 0) break;
           done += bytesRead;
         }
@@ -234,7 +234,7 @@ export class ObjectStore {
     this.checkDisk();
     this.ensureWriteRoom(oid, data.length);
     try {
-      await this.fds.use(oid, this.pathOf(oid), async (fh) => {
+      await this.fds.use(oid, () => this.pathOf(oid), async (fh) => {
         await writeAll(fh, data, offset);
       });
     } catch (e) {
@@ -683,6 +683,17 @@ async function writeSparse(fh: fs.FileHandle, data: Buffer): Promise<void> {
 
 async function writeAll(fh: fs.FileHandle, data: Buffer, offset: number): Promise<void> {
   let done = 0;
+  // a small write into the page cache, like a small cached read, is cheaper on the loop than through
+  // the pool; one that had to wait (dirty-page throttling, a slow disk) pauses this as reads do
+  if (data.length <= SYNC_READ_MAX && Date.now() >= syncReadsFrom) {
+    const t0 = process.hrtime.bigint();
+    try {
+      while (done < data.length) done += fsCb.writeSync(fh.fd, data, done, data.length - done, offset + done);
+    } finally {
+      if (process.hrtime.bigint() - t0 > SLOW_SYNC_READ_NS) syncReadsFrom = Date.now() + SYNC_PAUSE_MS;
+    }
+    return;
+  }
   while (done < data.length) {
     const { bytesWritten } = await fh.write(data, done, data.length - done, offset + done);
     done += bytesWritten;
@@ -708,3 +719,32 @@ function epochBytes(epoch: number): Buffer {
 const PROBE_DATA = Buffer.from('sheepdog disk probe\n');
 /** The probe value for checkXattrSupport. */
 const PROBE_VALUE = Buffer.from([1]);
+
+/**
+ * Small reads and writes are done on the event loop while they keep being served by the page cache:
+ * a pread of a cached 4 KiB block takes a few microseconds, a round trip through libuv's I/O pool
+ * (queue, worker wake-up, completion wake-up, promise) several times that, and QEMU's random I/O is
+ * mostly cached. One that turns out slow (it went to the disk, or waited for writeback) stops this
+ * for a while, so a cold or busy disk cannot hold the loop for more than one call per pause.
+ */
+const SYNC_READ_MAX = 64 * 1024;
+const SLOW_SYNC_READ_NS = 500_000n;
+const SYNC_PAUSE_MS = 2000;
+let syncReadsFrom = 0;
+
+/** One pread, without FileHandle's per-call objects (every client read does this). */
+function preadInto(fd: number, buf: Buffer, at: number, len: number, pos: number): Promise<number> {
+  if (len <= SYNC_READ_MAX && Date.now() >= syncReadsFrom) {
+    const t0 = process.hrtime.bigint();
+    try {
+      return Promise.resolve(fsCb.readSync(fd, buf, at, len, pos));
+    } catch (e) {
+      return Promise.reject(e);
+    } finally {
+      if (process.hrtime.bigint() - t0 > SLOW_SYNC_READ_NS) syncReadsFrom = Date.now() + SYNC_PAUSE_MS;
+    }
+  }
+  return new Promise((resolve, reject) => {
+    fsCb.read(fd, buf, at, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}

@@ -55,7 +55,8 @@ export class Metrics {
   private readonly retries: Counter;
   private readonly recoveryCopied: Counter;
   private readonly series = new Map<string, OpSeries>();
-  private readonly inflightOf: Record<Frontend, { inc(): void; dec(): void }>;
+  /** requests in flight, as plain numbers: a gauge update per request costs more than the request's bookkeeping */
+  private readonly inflightNow: Record<Frontend, number> = { sheepdog: 0, peer: 0, nbd: 0 };
   private readonly bytesOf: Record<Frontend, { read: { inc(n: number): void }; written: { inc(n: number): void } }>;
   readonly io: IoTotals = { reads: 0, writes: 0, readBytes: 0, writtenBytes: 0 };
   private source: StateSource | null = null;
@@ -68,7 +69,11 @@ export class Metrics {
     this.requests = new Counter({ name: 'sheep_requests_total', help: 'Requests answered, by front end and opcode (NBD: command)', labelNames: ['frontend', 'op'], registers });
     this.errors = new Counter({ name: 'sheep_request_errors_total', help: 'Requests answered with an error, by front end and opcode', labelNames: ['frontend', 'op'], registers });
     this.latency = new Histogram({ name: 'sheep_request_duration_seconds', help: 'Time from a request\'s arrival to its reply, by front end and opcode', labelNames: ['frontend', 'op'], buckets: LATENCY_BUCKETS, registers });
-    this.inflight = new Gauge({ name: 'sheep_requests_in_flight', help: 'Requests being served now, by front end', labelNames: ['frontend'], registers });
+    const inflightNow = this.inflightNow;
+    this.inflight = new Gauge({
+      name: 'sheep_requests_in_flight', help: 'Requests being served now, by front end', labelNames: ['frontend'], registers,
+      collect() { for (const [f, n] of Object.entries(inflightNow)) this.labels(f).set(n); },
+    });
     this.readBytes = new Counter({ name: 'sheep_read_bytes_total', help: 'Data bytes sent in replies (reads), by front end', labelNames: ['frontend'], registers });
     this.writtenBytes = new Counter({ name: 'sheep_written_bytes_total', help: 'Data bytes received in write requests, by front end', labelNames: ['frontend'], registers });
     this.connections = new Gauge({ name: 'sheep_connections', help: 'Open connections, by port (peer_out: this sheep\'s links to other sheep)', labelNames: ['kind'], registers });
@@ -76,11 +81,8 @@ export class Metrics {
     this.retries = new Counter({ name: 'sheep_gateway_retries_total', help: 'Gateway requests retried on a new placement (a node left or a replica failed)', registers });
     this.recoveryCopied = new Counter({ name: 'sheep_recovery_objects_copied_total', help: 'Objects copied to this node by recovery', registers });
     for (const k of ['sheepdog', 'nbd', 'http', 'peer_out'] as ConnKind[]) this.connections.labels(k).set(0);
-    const fronts: Frontend[] = ['sheepdog', 'peer', 'nbd'];
     const each = <T>(make: (f: Frontend) => T): Record<Frontend, T> => ({ sheepdog: make('sheepdog'), peer: make('peer'), nbd: make('nbd') });
-    this.inflightOf = each((f) => this.inflight.labels(f));
     this.bytesOf = each((f) => ({ read: this.readBytes.labels(f), written: this.writtenBytes.labels(f) }));
-    for (const f of fronts) this.inflight.labels(f).set(0);
     this.stateGauges(registers);
   }
 
@@ -133,7 +135,7 @@ export class Metrics {
 
   /** A request arrived; returns its start time for `done`. */
   begin(frontend: Frontend): number {
-    this.inflightOf[frontend].inc();
+    this.inflightNow[frontend]++;
     return performance.now();
   }
 
@@ -142,7 +144,7 @@ export class Metrics {
    * opcodes are reported as "unknown"); `read`/`written` are its data bytes out and in.
    */
   done(frontend: Frontend, op: string, start: number, failed: boolean, read: number, written: number): void {
-    this.inflightOf[frontend].dec();
+    this.inflightNow[frontend]--;
     const s = this.opSeries(frontend, op);
     s.count.inc();
     if (failed) s.errors.inc();
