@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import readline from 'node:readline/promises';
-import Table from 'cli-table3';
+import type TableTypes from 'cli-table3';
 import { SheepClient } from '../lib/client.js';
 import { Res, SdError, resultText } from '../lib/proto.js';
 import { DEFAULT_KEY_FILE, readKeyFile } from '../lib/auth.js';
@@ -172,16 +172,24 @@ export interface Column {
  * is the very copy it uses). It disagrees with displayWidth on some emoji and marks; renderTable makes up
  * the difference so columns stay where displayWidth puts them.
  */
-const stringWidth = ((): ((s: string) => number) => {
-  try {
-    return createRequire(createRequire(import.meta.url).resolve('cli-table3'))('string-width') as (s: string) => number;
-  } catch {
-    return displayWidth; // a cli-table3 without it: wide emoji may then misalign, nothing breaks
+let stringWidthFn: ((s: string) => number) | null = null;
+function stringWidth(s: string): number {
+  if (!stringWidthFn) {
+    try {
+      stringWidthFn = createRequire(createRequire(import.meta.url).resolve('cli-table3'))('string-width') as (s: string) => number;
+    } catch {
+      stringWidthFn = displayWidth; // a cli-table3 without it: wide emoji may then misalign, nothing breaks
+    }
   }
-})();
+  return stringWidthFn(s);
+}
+
+/** cli-table3, loaded by the first table: commands that print none do not pay for it at start-up. */
+let TableCtor: typeof TableTypes | null = null;
+const loadTable = () => (TableCtor ??= createRequire(import.meta.url)('cli-table3') as typeof TableTypes);
 
 /** No borders: a space between columns, unless a column gives its own gap. */
-const NO_BORDER: Partial<Record<Table.CharName, string>> = {
+const NO_BORDER: Partial<Record<TableTypes.CharName, string>> = {
   top: '', 'top-mid': '', 'top-left': '', 'top-right': '', bottom: '', 'bottom-mid': '', 'bottom-left': '', 'bottom-right': '',
   left: '', 'left-mid': '', mid: '', 'mid-mid': '', right: '', 'right-mid': '', middle: ' ',
 };
@@ -197,6 +205,7 @@ export function renderTable(columns: Column[], rows: Array<Array<string | number
   for (const row of rows) {
     const cells = row.map(String);
     while (cells.length && cells[cells.length - 1] === '' && !columns[cells.length - 1].width) cells.pop();
+    const Table = loadTable();
     const table = new Table({
       chars: NO_BORDER,
       style: { 'padding-left': 0, 'padding-right': 0, head: [], border: [] },

@@ -1,8 +1,12 @@
 // Progress bars for long collie commands, on stderr and only when it is a terminal: piped or
 // redirected output (scripts, CI) gets nothing extra.
 
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
+import type cliProgressTypes from 'cli-progress';
 import { formatSize } from '../lib/units.js';
+
+/** Loaded on the first bar: commands without a terminal do not pay for it at start-up. */
+const loadCliProgress = () => createRequire(import.meta.url)('cli-progress') as typeof cliProgressTypes;
 
 export interface Progress {
   /** `n` more units done */
@@ -19,6 +23,7 @@ const NONE: Progress = { add: () => undefined, set: () => undefined, stop: () =>
 export function progress(label: string, total: number, unit: 'bytes' | 'objects'): Progress {
   if (!process.stderr.isTTY || total <= 0) return NONE;
   let max = total;
+  const cliProgress = loadCliProgress();
   const bar = new cliProgress.SingleBar({
     stream: process.stderr,
     format: `${label} [{bar}] {percentage}% {shown} {rate}`,
