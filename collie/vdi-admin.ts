@@ -107,7 +107,8 @@ export async function vdiCheck(name: string, o: ConnOpts & { snapshot?: string; 
     try {
       vid = await c.getVdiInfo(name, tag, snapid);
     } catch (e) {
-      throw new CliError(`Failed to open VDI ${name} (snapshot id: ${snapid} snapshot tag: ${tag}): ${reason(e)}\nFATAL: no inode objects`);
+      // dog adds "FATAL: no inode objects" here, which only repeats the first line in other words
+      throw new CliError(`Failed to open VDI ${name} (snapshot id: ${snapid} snapshot tag: ${tag}): ${reason(e)}`);
     }
     const v = await OpenVdi.open(c, vid);
     const problems: string[] = [];

@@ -94,3 +94,9 @@ test('cluster recover force on a running cluster says there is nothing to force'
   assert.equal(r.code, 1);
   assert.match(r.stderr, /^Nothing to force: the cluster is not waiting for nodes to join \(running, auto-recovery enabled\)/);
 });
+
+test('vdi check of a VDI that does not exist says so in one sentence', async () => {
+  const r = await collie(s.port, ['vdi', 'check', 'no-such-vdi']);
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr, 'Failed to open VDI no-such-vdi (snapshot id: 0 snapshot tag: ): No VDI found\n');
+});
