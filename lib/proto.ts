@@ -62,6 +62,8 @@ export const Flag = {
   CMD_IF_ABSENT: 0x0800,
   /** ours, on READ_PEER and GET_OBJ_LIST: the set-aside copies (obj/.stale), a recovery source of last resort */
   CMD_STALE: 0x1000,
+  /** ours, on peer object I/O: the gateway does it for a client (recovery on that node makes room for it) */
+  CMD_FOR_CLIENT: 0x2000,
 } as const;
 
 export const Res = {

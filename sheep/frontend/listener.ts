@@ -226,6 +226,7 @@ export class Listener extends SocketServer {
   private async dispatch(hdr: Buffer, data: Buffer, conn: Conn): Promise<OpReply> {
     const op = OPS.get(hdr[1]);
     const front: Frontend = op?.kind === 'peer' ? 'peer' : 'sheepdog';
+    if (front === 'peer' && hdr.readUInt16LE(2) & Flag.CMD_FOR_CLIENT) metrics.clientSeen();
     const start = metrics.begin(front);
     let rep: OpReply | undefined;
     try {

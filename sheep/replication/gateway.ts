@@ -176,7 +176,7 @@ export class Gateway implements ObjectIo {
 
   private peerRequest(n: NodeInfo, opcode: number, oid: bigint, offset: number, length: number, payload?: Buffer, flags = 0): Promise<Buffer> {
     const h = encodeObjReq({
-      protoVer: 0, opcode, flags: (payload ? Flag.CMD_WRITE : 0) | flags, epoch: this.ctx.epoch(), id: 0,
+      protoVer: 0, opcode, flags: (payload ? Flag.CMD_WRITE : 0) | Flag.CMD_FOR_CLIENT | flags, epoch: this.ctx.epoch(), id: 0,
       dataLength: payload ? payload.length : length, oid, cowOid: 0n, copies: 0, copyPolicy: 0, ecIndex: 0, tgtEpoch: 0,
       offset: BigInt(offset),
     });

@@ -59,6 +59,8 @@ export class Metrics {
   private readonly inflightNow: Record<Frontend, number> = { sheepdog: 0, peer: 0, nbd: 0 };
   private readonly bytesOf: Record<Frontend, { read: { inc(n: number): void }; written: { inc(n: number): void } }>;
   readonly io: IoTotals = { reads: 0, writes: 0, readBytes: 0, writtenBytes: 0 };
+  /** when the last client request (port 7000 or NBD, not peers) was answered (performance.now()) */
+  private lastClientAt = -Infinity;
   private source: StateSource | null = null;
 
   constructor() {
@@ -153,9 +155,21 @@ export class Metrics {
     if (read) b.read.inc(read);
     if (written) b.written.inc(written);
     if (frontend !== 'peer') {
+      // object I/O only: collie or the monitor asking for status is not a client to make room for
+      if (read || written) this.lastClientAt = performance.now();
       if (read) { this.io.reads++; this.io.readBytes += read; }
       if (written) { this.io.writes++; this.io.writtenBytes += written; }
     }
+  }
+
+  /** Another sheep's gateway asked this node for object I/O on behalf of a client. */
+  clientSeen(): void {
+    this.lastClientAt = performance.now();
+  }
+
+  /** Whether a client request was answered in the last `ms` (recovery yields to clients). */
+  clientsActive(ms: number): boolean {
+    return performance.now() - this.lastClientAt < ms;
   }
 
   connection(kind: ConnKind, delta: 1 | -1): void {
