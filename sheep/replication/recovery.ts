@@ -287,10 +287,16 @@ export class Recovery {
     const waiting: bigint[] = [];
     let failed = false;
     const worker = async (index: number): Promise<void> => {
-      for (let oid = queue.shift(); oid !== undefined && !failed; oid = queue.shift()) {
+      for (;;) {
+        // clients come first: while they are served here, the other workers stand by (holding no
+        // object) and the first copies one object at a time with a rest after each
+        while (index > 0 && queue.length && !failed && metrics.clientsActive(CLIENT_ACTIVE_MS)) {
+          await sleep(CLIENT_YIELD_MS);
+          this.current(gen); // a newer membership change ends this run
+        }
+        const oid = queue.shift();
+        if (oid === undefined || failed) break;
         this.current(gen);
-        // clients come first: while they are served here, one copy at a time with a rest after each
-        while (index > 0 && metrics.clientsActive(CLIENT_ACTIVE_MS)) await sleep(CLIENT_YIELD_MS);
         const before = pulled;
         try {
           await recoverOne(oid);
