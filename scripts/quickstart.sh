@@ -48,5 +48,6 @@ $KEY (collie needs it: export SHEEPDOG_KEY_FILE=$KEY, or -k $KEY). Try:
   head -c 10M /dev/urandom | node dist/collie/main.js vdi write disk
   node dist/collie/main.js vdi list
   qemu-img info nbd://127.0.0.1:$NBD_PORT/disk      # NBD export (also nbd+unix:///disk?socket=$RUN/nbd.sock)
+Live monitor: http://127.0.0.1:$((BASE_PORT + 1000))/  (Prometheus metrics at /metrics; each sheep serves its port + 1000)
 Stop it with: ./scripts/quickstart.sh stop
 MSG
