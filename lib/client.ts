@@ -31,6 +31,8 @@ export class NotASheepError extends Error {}
 interface Pending {
   resolve: (r: Reply) => void;
   reject: (e: Error) => void;
+  /** Date.now() when sent (for the request timeout) */
+  at: number;
 }
 
 /** Largest reply we accept: a whole inode plus slack; protects the client from a broken server. */
@@ -142,11 +144,31 @@ export class SheepClient {
       this.firstReplyTimer.unref?.();
     }
     return new Promise<Reply>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, at: this.timeoutMs ? Date.now() : 0 });
       batchWrites(this.sock);
       this.sock.write(header);
       if (payload && payload.length) this.sock.write(payload);
     });
+  }
+
+  private timeoutMs = 0;
+
+  /**
+   * Requests unanswered after `ms` fail with "timed out" (checked a few times per period by one timer,
+   * not a timer per request: a peer link carries thousands of requests a second).
+   */
+  setRequestTimeout(ms: number): void {
+    this.timeoutMs = ms;
+    const sweep = setInterval(() => {
+      const old = Date.now() - ms;
+      for (const [id, p] of this.pending) {
+        if (p.at > old) continue;
+        this.pending.delete(id);
+        p.reject(new Error('timed out'));
+      }
+    }, Math.max(100, ms / 4));
+    sweep.unref();
+    this.sock.once('close', () => clearInterval(sweep));
   }
 
   /** Runs `fn` once the connection closed (either side). */

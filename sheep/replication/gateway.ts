@@ -67,6 +67,7 @@ class PeerLink {
 
   private conn(big: boolean): Promise<SheepClient> {
     const make = () => connectPeer(this.node, this.auth, 5000).then((c) => {
+      c.setRequestTimeout(PEER_TIMEOUT_MS);
       metrics.connection('peer_out', 1);
       c.onClose(() => metrics.connection('peer_out', -1));
       return c;
@@ -85,12 +86,8 @@ class PeerLink {
       metrics.peerError('connect');
       throw new SdError(Res.NETWORK_ERROR, `cannot reach ${this.node.nid}: ${(e as Error).message}`);
     }
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const reply = await Promise.race([
-        c.send(header, payload),
-        new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error('timed out')), PEER_TIMEOUT_MS); }),
-      ]);
+      const reply = await c.send(header, payload);
       if (reply.rsp.result !== Res.SUCCESS) throw new SdError(reply.rsp.result);
       return reply.data;
     } catch (e) {
@@ -99,8 +96,6 @@ class PeerLink {
       this.drop(big);
       c.close();
       throw new SdError(Res.NETWORK_ERROR, `${this.node.nid}: ${(e as Error).message}`);
-    } finally {
-      clearTimeout(timer);
     }
   }
 
