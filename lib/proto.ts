@@ -216,22 +216,16 @@ export interface ObjReq extends HeaderPrefix {
 }
 
 export function decodeObjReq(b: Buffer): ObjReq {
-  // every request pays for this: one object literal, no spread
-  return {
-    protoVer: b[0],
-    opcode: b[1],
-    flags: b.readUInt16LE(2),
-    epoch: b.readUInt32LE(4),
-    id: b.readUInt32LE(8),
-    dataLength: b.readUInt32LE(12),
-    oid: b.readBigUInt64LE(16),
-    cowOid: b.readBigUInt64LE(24),
-    copies: b[32],
-    copyPolicy: b[33],
-    ecIndex: b[34],
-    tgtEpoch: b.readUInt32LE(36),
-    offset: b.readBigUInt64LE(40),
-  };
+  // every request pays for this: the prefix's object gains the fields (an object spread costs more)
+  const r = decodePrefix(b) as ObjReq;
+  r.oid = b.readBigUInt64LE(16);
+  r.cowOid = b.readBigUInt64LE(24);
+  r.copies = b[32];
+  r.copyPolicy = b[33];
+  r.ecIndex = b[34];
+  r.tgtEpoch = b.readUInt32LE(36);
+  r.offset = b.readBigUInt64LE(40);
+  return r;
 }
 
 export function encodeObjReq(r: ObjReq): Buffer {
@@ -315,23 +309,17 @@ export interface Rsp extends HeaderPrefix {
 }
 
 export function decodeRsp(b: Buffer): Rsp {
-  // every reply pays for this: one object literal, no spread
-  return {
-    protoVer: b[0],
-    opcode: b[1],
-    flags: b.readUInt16LE(2),
-    epoch: b.readUInt32LE(4),
-    id: b.readUInt32LE(8),
-    dataLength: b.readUInt32LE(12),
-    result: b.readUInt32LE(16),
-    defNrCopies: b[20],
-    defCopyPolicy: b[21],
-    defBlockSizeShift: b[22],
-    vdiId: b.readUInt32LE(24),
-    attrId: b.readUInt32LE(28),
-    copies: b[32],
-    blockSizeShift: b[33],
-  };
+  // every reply pays for this: the prefix's object gains the fields (an object spread costs more)
+  const r = decodePrefix(b) as Rsp;
+  r.result = b.readUInt32LE(16);
+  r.defNrCopies = b[20];
+  r.defCopyPolicy = b[21];
+  r.defBlockSizeShift = b[22];
+  r.vdiId = b.readUInt32LE(24);
+  r.attrId = b.readUInt32LE(28);
+  r.copies = b[32];
+  r.blockSizeShift = b[33];
+  return r;
 }
 
 export interface RspInit {

@@ -390,14 +390,16 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
     stored: () => store.usage(5000),
     recovery: () => sys.recovery.status,
   });
-  if (httpAddr) {
+  if (httpAddr && !httpAddr.explicit && httpAddr.port > 65535) {
+    log.warn({ port: httpAddr.port }, 'no HTTP endpoint (metrics, monitor): sheep\'s port + 1000 is no TCP port; choose one with --http [host:]port');
+  } else if (httpAddr) {
     const h = new HttpServer(sys, key, log, { ...admission, filter: null, useReserve: false });
     try {
       await h.listen(httpAddr.host, httpAddr.port);
       parts.http = h;
     } catch (e) {
       const why = `HTTP on ${httpAddr.host}:${httpAddr.port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
-      if (httpAddr.explicit || httpAddr.port > 65535) throw new Error(`cannot serve ${why}`);
+      if (httpAddr.explicit) throw new Error(`cannot serve ${why}`);
       log.warn({ why }, 'no HTTP endpoint (metrics, monitor): the default port is taken; choose one with --http [host:]port');
     }
   }

@@ -5,6 +5,7 @@
 // (a node that missed writes sets its copies aside when it rejoins), so recovery only fills gaps.
 // A newer membership change restarts it from scratch on the new epoch.
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import { metrics } from '../util/metrics.js';
 import { pack, unpack } from 'msgpackr';
 import { Op, Flag, Res, SdError, encodeObjReq, encodePlainReq, resultText } from '../../lib/proto.js';
@@ -456,8 +457,4 @@ export async function staleList(store: ObjectStore): Promise<ObjList> {
 
 export function packObjList(l: ObjList): Buffer {
   return pack(l);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -9,7 +9,8 @@ import net from 'node:net';
 import path from 'node:path';
 import fs from 'node:fs/promises';
 import { chromium, type Browser } from 'playwright-core';
-import { SheepProcess, freePort, tempDir, collie, run, SHEEP, stopSequencer } from '../helpers/sheep.js';
+import { spawn } from 'node:child_process';
+import { SheepProcess, freePort, tempDir, collie, run, SHEEP, stopSequencer, waitForPort, endProcess } from '../helpers/sheep.js';
 
 const MB = 1 << 20;
 /** Debian's chromium (scripts/setup.sh installs it); playwright-core never downloads a browser */
@@ -205,3 +206,19 @@ test('the monitor page shows three nodes, then a SIGKILLed sheep as down with re
   assert.deepEqual(problems, [], 'no console errors');
 });
 
+
+test('a sheep whose port + 1000 is no TCP port starts without HTTP and says why', async () => {
+  const dir = await tempDir();
+  const port = 65000 + Math.floor(Math.random() * 500);
+  const p = spawn(process.execPath, [SHEEP, '-f', '-p', String(port), '-b', '127.0.0.1', '-c', `local:${dir}/c`, path.join(dir, 'store')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  p.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  try {
+    await waitForPort(port);
+    assert.match(err, /no HTTP endpoint.*port \+ 1000 is no TCP port/);
+  } finally {
+    await endProcess(p, 'SIGTERM');
+    await stopSequencer(`${dir}/c`);
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
