@@ -12,6 +12,7 @@ command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)          # tests render `
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++ make python3)
 command -v corosync >/dev/null 2>&1 || need_apt+=(corosync)              # the corosync cluster driver
 [ -e /usr/include/corosync/cpg.h ] || need_apt+=(libcpg-dev)            # builds native/ (the CPG addon)
+[ -e /usr/share/java/zookeeper.jar ] || need_apt+=(zookeeper)            # tests run a ZooKeeper ensemble (zookeeper driver)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)            # tests check /metrics with promtool
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)              # tests load the monitor page
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -159,7 +159,7 @@ function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
     .option('-f, --foreground', 'stay in the foreground and log to stderr too', false)
     .option('-P, --pidfile <file>', 'write the daemon pid to this file')
     .addOption(new Option('-l, --log-level <level>', 'log level').choices([...LOG_LEVELS]).default('info'))
-    .option('-c, --cluster <driver>', 'cluster driver: local[:DIR] (sheep on this machine sharing DIR, default /run/sheepdog/local for root, else $XDG_RUNTIME_DIR/sheepdog-local) or corosync[:GROUP]', 'local')
+    .option('-c, --cluster <driver>', 'cluster driver: local[:DIR] (sheep on this machine sharing DIR, default /run/sheepdog/local for root, else $XDG_RUNTIME_DIR/sheepdog-local), corosync[:GROUP] (a rack: corosync\'s totem ring) or zookeeper:HOST:PORT[,HOST:PORT...][/CHROOT][,timeout=SECONDS] (past one ring: a ZooKeeper ensemble; base znode /sheepdog, session timeout 10 s)', 'local')
     .option('-z, --zone <zone>', 'zone id: replicas go to distinct zones (default: derived from the address, so one zone per machine)', intArg(0, 2 ** 32 - 1))
     .option('-V, --vnodes <n>', 'virtual nodes on the placement ring', intArg(1, 65535), 64)
     .option('-R, --recovery <max=N,interval=MS>', 'throttle recovery: at most N objects copied per MS milliseconds', recoveryArg, { max: 0, interval: 0 })

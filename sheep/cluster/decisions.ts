@@ -47,6 +47,13 @@ export class Decisions {
     });
   }
 
+  /** The group dropped this node: decisions it proposed will never come back to it. */
+  failPending(err: Error): void {
+    const w = [...this.waiting.values()];
+    this.waiting.clear();
+    for (const x of w) x.reject(err);
+  }
+
   async applyOp(from: string, msg: Extract<GroupMsg, { t: 'op' }>): Promise<void> {
     let result: unknown;
     let error: unknown = null;

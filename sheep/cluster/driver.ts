@@ -1,6 +1,6 @@
 // The cluster driver interface (like Sheepdog's cluster.h): membership and totally ordered
 // broadcast. Every member, the sender included, sees the same events in the same order.
-// Drivers: local-group.ts (the `local` driver) and corosync.ts.
+// Drivers: local-group.ts (the `local` driver), corosync.ts and zookeeper.ts.
 
 /**
  * The group-communication layer a multi-node driver provides (CPG semantics): members are opaque ids,
@@ -24,4 +24,14 @@ export interface GroupDriver {
   stop(): Promise<void>;
   /** set by the owner: called when the group is lost under us (the node must stop, not diverge) */
   onLost: (why: string) => void;
+  /**
+   * set by the owner, for drivers that can lose their service for a while (zookeeper): the group
+   * cannot order anything now (suspended, the node refuses client I/O) or can again
+   */
+  onSuspended?: (suspended: boolean, why: string) => void;
+  /**
+   * set by the owner, for drivers where the group may drop a live member (a zookeeper session that
+   * expired): the node is no longer a member and may join again as a new one (init, then start)
+   */
+  onExpelled?: (why: string) => void;
 }

@@ -18,6 +18,8 @@ const CLEAR_REJECT_GRACE_MS = 3000;
 export class Membership {
   /** every group event is handled here, one after another, in delivery order */
   private chain: Promise<void> = Promise.resolve();
+  /** which membership in the group the events belong to (a node the group dropped joins again) */
+  private gen = 0;
   /** this node's id in the group (driver level) */
   private memberId = '';
   /** accepted sheep, oldest first; nodes[0] answers join requests */
@@ -66,21 +68,53 @@ export class Membership {
 
   /** Joins the group and resolves once this node is part of the cluster. */
   async join(): Promise<void> {
-    this.joined = new Promise((res, rej) => { this.joinedResolve = res; this.joinedReject = rej; });
-    this.memberId = await this.group.init(`${this.s.me.nid}#${process.pid}`);
-    await this.group.start({
-      confchg: (members, joined, left) => this.enqueue(() => this.onConfchg(members, joined, left)),
-      deliver: (from, msg) => this.enqueue(() => this.onDeliver(from, msg)),
-    });
-    await this.joined;
+    await this.connect();
     // a restart that finds every node of its last epoch (a single sheep, say) resumes at once
     for (const deadline = Date.now() + 3000; this.s.status === 'wait_join' && this.resumeSent && Date.now() < deadline;) {
       await this.membershipChange(200);
     }
   }
 
-  private enqueue(fn: () => Promise<void>): void {
-    this.chain = this.chain.then(fn).catch((e) => this.s.log.error({ err: e }, 'applying a cluster event failed'));
+  /** One membership in the group: events of an earlier one (before the group dropped us) are ignored. */
+  private async connect(): Promise<void> {
+    const gen = ++this.gen;
+    this.joined = new Promise((res, rej) => { this.joinedResolve = res; this.joinedReject = rej; });
+    this.memberId = await this.group.init(`${this.s.me.nid}#${process.pid}`);
+    await this.group.start({
+      confchg: (members, joined, left) => this.enqueue(gen, () => this.onConfchg(members, joined, left)),
+      deliver: (from, msg) => this.enqueue(gen, () => this.onDeliver(from, msg)),
+    });
+    await this.joined;
+  }
+
+  /**
+   * The group dropped this live node (a ZooKeeper session that expired): forget what it knew of the
+   * members and join again as a returning node, which adopts the cluster's state (and sets its own
+   * copies aside if the cluster moved on without it). The caller refuses client I/O meanwhile.
+   */
+  async rejoinGroup(): Promise<void> {
+    this.gen++;
+    await this.chain;
+    this.accepted = false;
+    this.rejoining = false;
+    this.rejoinTarget = null;
+    this.nodes = [];
+    this.groupMembers = [];
+    this.joiners.clear();
+    this.older.clear();
+    this.foreign.clear();
+    this.refusedForeign.clear();
+    this.joinDelivered = false;
+    this.sawOwnJoin = false;
+    this.resumeSent = false;
+    this.pending = [];
+    this.onChanged();
+    await this.group.stop();
+    await this.join();
+  }
+
+  private enqueue(gen: number, fn: () => Promise<void>): void {
+    this.chain = this.chain.then(() => (gen === this.gen ? fn() : undefined)).catch((e) => this.s.log.error({ err: e }, 'applying a cluster event failed'));
   }
 
   /** The sheep of the cluster, oldest first. */

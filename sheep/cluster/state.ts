@@ -53,6 +53,11 @@ export class ClusterState {
   recoveryDeferred = false;
   /** nodes that finished recovering the current epoch */
   readonly recoveredNodes = new Set<string>();
+  /**
+   * why the cluster driver cannot order anything now (its service unreachable, or this node joining
+   * again after it was dropped): client I/O is refused meanwhile, whatever the status says
+   */
+  suspended: string | null = null;
 
   constructor(
     readonly dir: string,
@@ -98,11 +103,13 @@ export class ClusterState {
 
   /** Object I/O is refused while the cluster waits for its nodes or has lost its majority. */
   ioAllowed(): void {
+    if (this.suspended) throw new SdError(Res.HALT, `I/O halted: ${this.suspended}`);
     if (this.status === 'wait_join') throw new SdError(Res.WAIT_FOR_JOIN);
     if (this.status === 'halt') throw new SdError(Res.HALT);
   }
 
   get statusText(): string {
+    if (this.suspended && this.status === 'running') return `IO has halted: ${this.suspended}`;
     return statusText(this.status, this.autoRecovery);
   }
 }

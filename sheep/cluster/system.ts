@@ -3,6 +3,7 @@
 // the VDI table. The front ends talk to this class only.
 
 import { oidToVid, vidToVdiOid } from '../../lib/oid.js';
+import { Res, SdError } from '../../lib/proto.js';
 import { SD_INODE_HEADER_SIZE, decodeInodeHeader, makeCtime } from '../../lib/inode.js';
 import type { NodeInfo } from '../../lib/node.js';
 import type { ObjectStore } from '../store/store.js';
@@ -78,6 +79,41 @@ export class System {
     this.membership = new Membership(this.state, group, codec, (from, msg) => this.decisions.applyOp(from, msg));
     this.decisions = new Decisions(this.state, group, codec, this.membership);
     this.membership.onChanged = () => this.gateway.membersChanged();
+    group.onSuspended = (down, why) => {
+      this.driverDown = down ? why : null;
+      if (down) this.log.error({ why }, 'client I/O halted until the cluster driver is back');
+      else this.log.warn({ why }, 'the cluster driver is back');
+      this.updateSuspended();
+    };
+    group.onExpelled = (why) => void this.rejoinGroup(group, why);
+  }
+
+  /** the cluster driver's service is unreachable (zookeeper) */
+  private driverDown: string | null = null;
+  /** the group dropped this node, which is joining again */
+  private rejoining: string | null = null;
+
+  private updateSuspended(): void {
+    this.state.suspended = this.rejoining ?? this.driverDown;
+  }
+
+  /** The group counts this node as gone (its session expired): halt client I/O and join again. */
+  private async rejoinGroup(group: GroupDriver, why: string): Promise<void> {
+    this.log.error({ why }, 'dropped from the cluster: client I/O halted, joining again as a returning node');
+    this.rejoining = why;
+    this.driverDown = null;
+    this.updateSuspended();
+    this.recovery.stop();
+    this.decisions.failPending(new SdError(Res.CLUSTER_ERROR, `cluster driver: ${why}`));
+    try {
+      await this.membership.rejoinGroup();
+    } catch (e) {
+      group.onLost(`could not join the cluster again: ${(e as Error).message}`);
+      return;
+    }
+    this.rejoining = null;
+    this.updateSuspended();
+    this.log.warn({ epoch: this.epoch, status: this.status }, 'joined the cluster again: client I/O resumes');
   }
 
   /** Loads this node's store, joins the group and resolves once this node is part of the cluster. */

@@ -1,4 +1,5 @@
-// Many sheep, one cluster: the same suite on the local driver and on a real corosync. Membership,
+// Many sheep, one cluster: the same suite on the local driver, on a real corosync and on a real
+// ZooKeeper ensemble (three servers on loopback; zookeeper.test.ts has what is its own). Membership,
 // epochs, N-way replication, a node killed under a write stream, concurrent VDI creation, and
 // refusal of a node from another cluster.
 
@@ -9,6 +10,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { SheepProcess, freePort, tempDir, collie, run, stopSequencer, COLLIE } from '../helpers/sheep.js';
 import { startCorosync, corosyncAvailable, type Corosync } from '../helpers/corosync.js';
+import { startEnsemble, zookeeperAvailable, type Ensemble } from '../helpers/zookeeper.js';
 import { cpgAvailable } from '../../native/cpg.js';
 import { SheepClient } from '../../lib/client.js';
 import { OpenVdi } from '../../lib/vdi-io.js';
@@ -24,11 +26,21 @@ interface Cluster {
   stop(): Promise<void>;
 }
 
-async function startCluster(driver: 'local' | 'corosync', n: number): Promise<Cluster> {
+type Driver = 'local' | 'corosync' | 'zookeeper';
+
+async function startCluster(driver: Driver, n: number): Promise<Cluster> {
   const base = await tempDir('cluster-');
   let corosync: Corosync | null = null;
-  const spec = driver === 'local' ? `local:${base}/group` : `corosync:sheeptest-${crypto.randomBytes(4).toString('hex')}`;
-  if (driver === 'corosync') corosync = await startCorosync();
+  let ensemble: Ensemble | null = null;
+  const tag = crypto.randomBytes(4).toString('hex');
+  let spec = `local:${base}/group`;
+  if (driver === 'corosync') {
+    corosync = await startCorosync();
+    spec = `corosync:sheeptest-${tag}`;
+  } else if (driver === 'zookeeper') {
+    ensemble = await startEnsemble(3);
+    spec = `zookeeper:${ensemble.connectString}/sheeptest-${tag},timeout=4`;
+  }
   const sheep: SheepProcess[] = [];
   const add = async (zone: number) => {
     const s = await new SheepProcess(path.join(base, `s${zone}`), await freePort(), ['-c', spec, '-z', String(zone)]).start();
@@ -43,6 +55,7 @@ async function startCluster(driver: 'local' | 'corosync', n: number): Promise<Cl
       for (const s of sheep) await s.stop();
       if (driver === 'local') await stopSequencer(`${base}/group`);
       await corosync?.stop();
+      await ensemble?.stop();
       await fs.rm(base, { recursive: true, force: true });
     },
   };
@@ -71,7 +84,7 @@ async function holders(cl: Cluster, file: string): Promise<number> {
   return n;
 }
 
-function suite(driver: 'local' | 'corosync', skip: string | false): void {
+function suite(driver: Driver, skip: string | false): void {
   describe(`a cluster on the ${driver} driver`, { skip }, () => {
     let cl: Cluster;
     before(async () => { cl = await startCluster(driver, 4); });
@@ -212,6 +225,8 @@ function suite(driver: 'local' | 'corosync', skip: string | false): void {
 suite('local', false);
 const coroSkip = !corosyncAvailable() ? 'needs root and Debian\'s corosync' : !cpgAvailable().ok ? `the CPG addon is not built: ${(cpgAvailable() as { reason: string }).reason}` : false;
 suite('corosync', coroSkip);
+const zk = zookeeperAvailable();
+suite('zookeeper', zk.ok ? false : zk.reason);
 
 /** Three nodes, copies=2: node 1 stops at epoch 1, node 2 at epoch 2, node 0 last at epoch 3. */
 async function staggeredStop(a: Cluster): Promise<void> {
