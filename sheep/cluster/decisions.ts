@@ -36,6 +36,8 @@ export class Decisions {
 
   /** Broadcasts a decision; resolves with its result on this node once delivered and applied. */
   decide<T = unknown>(op: ClusterOp): Promise<T> {
+    // the driver cannot order anything now: say so at once rather than queue behind it
+    if (this.s.suspended) return Promise.reject(new SdError(Res.HALT, `cluster decisions halted: ${this.s.suspended}`));
     const seq = ++this.seq;
     return new Promise<T>((resolve, reject) => {
       this.waiting.set(seq, { resolve: resolve as (v: unknown) => void, reject });

@@ -171,6 +171,8 @@ class ZkSession {
   private pruneTimer: NodeJS.Timeout | null = null;
   private suspendTimer: NodeJS.Timeout | null = null;
   private suspended = false;
+  /** mcasts waiting for their answer: failed when the connection is given up */
+  private readonly waitingSends = new Set<(e: Error) => void>();
   private watchdog: NodeJS.Timeout | null = null;
   /** when ZooKeeper last answered us */
   private heard = Date.now();
@@ -218,6 +220,8 @@ class ZkSession {
   async mcast(msg: Buffer): Promise<void> {
     const c = this.client;
     if (!c || this.closed) throw new Error('not connected to ZooKeeper');
+    // the client would hold the request until a server takes it back, however long that is
+    if (this.suspended) throw new Error('the ZooKeeper ensemble is unreachable');
     const entries: Entry[] = [];
     if (msg.length <= PART_BYTES) entries.push({ t: 'msg', from: this.id, data: msg });
     else {
@@ -226,7 +230,18 @@ class ZkSession {
     }
     // issued back to back on one session: ZooKeeper keeps their order (and a message's parts together
     // before any later message of ours)
-    await Promise.all(entries.map((e) => call<string>((cb) => c.create(this.p('queue', 'q-'), pack(e), zk.CreateMode.PERSISTENT_SEQUENTIAL, cb))));
+    const sent = Promise.all(entries.map((e) => call<string>((cb) => c.create(this.p('queue', 'q-'), pack(e), zk.CreateMode.PERSISTENT_SEQUENTIAL, cb))));
+    // a request made while the connection is down waits for it: once we give up on the connection,
+    // the sender hears so (the message may still be ordered if the session comes back, like any
+    // request whose answer was lost: every member then applies it alike)
+    let giveUp!: (e: Error) => void;
+    const abandoned = new Promise<never>((_, reject) => { giveUp = reject; });
+    this.waitingSends.add(giveUp);
+    try {
+      await Promise.race([sent, abandoned]);
+    } finally {
+      this.waitingSends.delete(giveUp);
+    }
   }
 
   async close(): Promise<void> {
@@ -252,14 +267,14 @@ class ZkSession {
     if (this.closed) return;
     if (s === zk.State.DISCONNECTED) {
       // the session lives on until it expires, which cannot happen sooner than its timeout after
-      // our last contact: another server usually takes us back well before the grace ends, and
-      // I/O goes on; past it, client I/O halts rather than risk serving a membership that moved on
+      // our last contact: another server (or a new leader's election) usually takes us back well
+      // before half of it, and I/O goes on; past that, client I/O halts rather than risk serving a
+      // membership that moved on (noticing a silent server takes at most 3/8 of it: checkAlive)
       if (!this.suspendTimer) {
         this.suspendTimer = setTimeout(() => {
           this.suspendTimer = null;
-          this.suspended = true;
-          this.hooks.suspended(true, 'lost the connection to the ZooKeeper ensemble');
-        }, this.spec.sessionTimeoutMs / 4);
+          this.suspend('lost the connection to the ZooKeeper ensemble');
+        }, this.spec.sessionTimeoutMs / 2);
         this.suspendTimer.unref();
       }
     } else if (s === zk.State.SYNC_CONNECTED) {
@@ -278,6 +293,13 @@ class ZkSession {
     }
   }
 
+  private suspend(why: string): void {
+    this.suspended = true;
+    for (const f of this.waitingSends) f(new Error(`${why}: the message may or may not be delivered`));
+    this.waitingSends.clear();
+    this.hooks.suspended(true, why);
+  }
+
   /**
    * The client notices a server that closes the connection, not one that stops answering (a hung
    * server, a silent network: it sends pings but never times them out). We ask ourselves: silent
@@ -290,10 +312,7 @@ class ZkSession {
     if (!c || this.closed) return;
     const silent = Date.now() - this.heard;
     if (silent >= this.spec.sessionTimeoutMs / 4 && c.getState() === zk.State.SYNC_CONNECTED) {
-      if (!this.suspended) {
-        this.suspended = true;
-        this.hooks.suspended(true, `the ZooKeeper server has not answered for ${silent} ms`);
-      }
+      if (!this.suspended) this.suspend(`the ZooKeeper server has not answered for ${silent} ms`);
       // the library has no call for this: its connection manager reconnects when its socket closes
       (c as unknown as { connectionManager?: { socket?: { destroy(): void } } }).connectionManager?.socket?.destroy();
       this.heard = Date.now(); // one reconnect per quarter timeout at most
