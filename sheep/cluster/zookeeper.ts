@@ -81,6 +81,41 @@ interface MemberData {
   applied?: string;
 }
 
+// Whoever can write to the ensemble can put anything in these znodes: what does not decode to our
+// shapes is ignored (an entry) or named (the view), never trusted. Messages themselves are sealed
+// with the cluster key when there is one (group-codec.ts).
+
+function decode(raw: Buffer): unknown {
+  try {
+    return unpack(raw);
+  } catch {
+    return null;
+  }
+}
+
+const isStr = (x: unknown): x is string => typeof x === 'string';
+const isBytes = (x: unknown): x is Uint8Array => x instanceof Uint8Array;
+
+function decodeEntry(raw: Buffer): Entry | null {
+  const e = decode(raw) as Record<string, unknown> | null;
+  if (!e || typeof e !== 'object') return null;
+  switch (e.t) {
+    case 'join': return isStr(e.id) && Array.isArray(e.members) && e.members.every(isStr) ? (e as Entry) : null;
+    case 'leave': return Array.isArray(e.ids) && e.ids.every(isStr) ? (e as Entry) : null;
+    case 'msg': return isStr(e.from) && isBytes(e.data) ? (e as Entry) : null;
+    case 'part': {
+      const ok = isStr(e.from) && isBytes(e.data) && [e.key, e.i, e.n].every((x) => Number.isSafeInteger(x)) && (e.i as number) >= 0 && (e.i as number) < (e.n as number) && (e.n as number) <= 4096;
+      return ok ? (e as Entry) : null;
+    }
+    default: return null;
+  }
+}
+
+function decodeMember(raw: Buffer): MemberData {
+  const d = decode(raw) as Record<string, unknown> | null;
+  return { name: isStr(d?.name) ? d.name : 'unnamed', applied: isStr(d?.applied) ? d.applied : undefined };
+}
+
 type Cb<T> = (err: Error | zk.Exception | null, v: T) => void;
 
 function call<T>(fn: (cb: Cb<T>) => void): Promise<T> {
@@ -336,7 +371,11 @@ class ZkSession {
     try {
       const [data, stat] = await new Promise<[Buffer, zk.Stat]>((resolve, reject) =>
         c.getData(this.p('view'), (e, d, st) => (e ? reject(e) : resolve([d, st]))));
-      return { view: unpack(data) as View, version: stat.version };
+      const v = decode(data) as View | null;
+      if (!v || !Array.isArray(v.members) || !v.members.every((m) => isStr(m?.id) && isStr(m?.znode))) {
+        throw new Error(`${this.p('view')} does not hold a sheepdog membership view: is another program using this path?`);
+      }
+      return { view: v, version: stat.version };
     } catch (e) {
       if (code(e) === zk.Exception.NO_NODE) return { view: { members: [] }, version: -1 };
       throw e;
@@ -375,7 +414,8 @@ class ZkSession {
       })));
       for (let j = 0; j < batch.length && !this.closed; j++) {
         const d = datas[j];
-        if (d) this.apply(unpack(d) as Entry);
+        const e = d && decodeEntry(d);
+        if (e) this.apply(e);
         this.cursor = batch[j];
       }
     }
@@ -479,7 +519,7 @@ class ZkSession {
     if (newcomer) {
       let d: MemberData;
       try {
-        d = unpack(await call<Buffer>((cb) => c.getData(this.p('members', newcomer), cb))) as MemberData;
+        d = decodeMember(await call<Buffer>((cb) => c.getData(this.p('members', newcomer), cb)));
       } catch (e) {
         if (code(e) === zk.Exception.NO_NODE) { this.leadAgain = true; return; } // gone before it joined
         throw e;
@@ -509,16 +549,14 @@ class ZkSession {
     const c = this.client!;
     this.lastPrune = Date.now();
     let min: string | null = null;
-    for (const z of live) {
-      let d: MemberData;
-      try {
-        d = unpack(await call<Buffer>((cb) => c.getData(this.p('members', z), cb))) as MemberData;
-      } catch (e) {
-        if (code(e) === zk.Exception.NO_NODE) continue;
-        throw e;
-      }
-      if (!d.applied) return; // a member still joining needs the entries up to its join
-      if (min === null || d.applied < min) min = d.applied;
+    const applied = await Promise.all(live.map((z) => call<Buffer>((cb) => c.getData(this.p('members', z), cb)).then(
+      (raw) => decodeMember(raw).applied ?? '',
+      (e) => { if (code(e) === zk.Exception.NO_NODE) return null; throw e; },
+    )));
+    for (const a of applied) {
+      if (a === null) continue; // gone meanwhile
+      if (a === '') return; // a member still joining needs the entries up to its join
+      if (min === null || a < min) min = a;
     }
     if (min === null) return;
     const old = (await call<string[]>((cb) => c.getChildren(this.p('queue'), cb))).filter((n) => n < min!);
