@@ -27,6 +27,9 @@ const CONNECT_TIMEOUT_MS = 10_000;
 const PART_BYTES = 512 * 1024;
 const REPORT_MS = 500;
 const PRUNE_MS = 5_000;
+/** a message of at most 64 MiB, and at most 8 of them half-arrived: what a writer to the ensemble can make us hold */
+const MAX_PARTS = 128;
+const MAX_PARTIAL = 8;
 /** queue entries read at once */
 const READ_BATCH = 64;
 
@@ -104,7 +107,7 @@ function decodeEntry(raw: Buffer): Entry | null {
     case 'leave': return Array.isArray(e.ids) && e.ids.every(isStr) ? (e as Entry) : null;
     case 'msg': return isStr(e.from) && isBytes(e.data) ? (e as Entry) : null;
     case 'part': {
-      const ok = isStr(e.from) && isBytes(e.data) && [e.key, e.i, e.n].every((x) => Number.isSafeInteger(x)) && (e.i as number) >= 0 && (e.i as number) < (e.n as number) && (e.n as number) <= 4096;
+      const ok = isStr(e.from) && isBytes(e.data) && [e.key, e.i, e.n].every((x) => Number.isSafeInteger(x)) && (e.i as number) >= 0 && (e.i as number) < (e.n as number) && (e.n as number) <= MAX_PARTS;
       return ok ? (e as Entry) : null;
     }
     default: return null;
@@ -457,7 +460,12 @@ class ZkSession {
         const k = `${e.from}/${e.key}`;
         const got = this.parts.get(k) ?? [];
         got[e.i] = e.data;
-        if (e.i < e.n - 1) { this.parts.set(k, got); return; }
+        if (e.i < e.n - 1) {
+          this.parts.set(k, got);
+          // the oldest half-arrived message goes first (Map keeps insertion order)
+          if (this.parts.size > MAX_PARTIAL) this.parts.delete(this.parts.keys().next().value as string);
+          return;
+        }
         this.parts.delete(k);
         if (got.length !== e.n || got.some((x) => !x)) return; // a part never arrived (the sender lost its connection)
         ev.deliver(e.from, Buffer.concat(got));
