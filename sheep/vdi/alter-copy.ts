@@ -50,8 +50,6 @@ export async function alterVdiCopy(sys: AlterCopyContext, a: AlterCopyArgs): Pro
   const vid = e.vdiId;
   const oldCopies = await sys.decide<number>({ kind: 'alterCopy', vid, copies });
   sys.log.info({ vid: vid.toString(16), name: e.name, copies, oldCopies }, 'VDI redundancy level changed: reshaping its objects');
-  // the inode says it too: a store without its vdi-state file rebuilds the table from the inodes
-  await sys.gateway.write(vidToVdiOid(vid), InodeOff.nrCopies, Buffer.from([copies]));
 
   const counts: Counts = { copied: 0, removed: 0 };
   let oids = await objectsOf(sys.gateway, sys.members, vid);
@@ -63,6 +61,9 @@ export async function alterVdiCopy(sys: AlterCopyContext, a: AlterCopyArgs): Pro
     await reshape(sys.gateway, oids, counts, sys.log);
     oids = new Map([...(await objectsOf(sys.gateway, sys.members, vid))].filter(([oid, holders]) => !exactly(sys.gateway.targets(oid), holders)));
   }
+  // the inode says it too (a store without its vdi-state file rebuilds the table from the inodes); written
+  // once its copies are in place, so that the write reaches each of them
+  await sys.gateway.write(vidToVdiOid(vid), InodeOff.nrCopies, Buffer.from([copies]));
   const reply: AlterCopyReply = { vid, oldCopies, copies, objects: total, copied: counts.copied, removed: counts.removed, unfinished: oids.size };
   sys.log.info({ ...reply, vid: vid.toString(16) }, oids.size ? 'VDI reshaped in part: recovery finishes the rest' : 'VDI reshaped');
   return reply;
