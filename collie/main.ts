@@ -12,6 +12,9 @@ import { vdiCreate, vdiList, vdiDelete, vdiRead, vdiWrite, vdiObject } from './v
 import { vdiSnapshot, vdiClone, vdiRollback, vdiResize, vdiTree, vdiGraph } from './vdi-family.js';
 import { vdiSetattr, vdiGetattr, vdiLockList, vdiLockUnlock, vdiCheck } from './vdi-admin.js';
 import { vdiBackup, vdiRestore } from './backup.js';
+import { vdiAlterCopy } from './vdi-alter-copy.js';
+import { vdiTrack } from './vdi-track.js';
+import { vdiDumpInode } from './vdi-inode.js';
 import { completionScript } from './completion.js';
 
 function intArg(min: number, max: number) {
@@ -144,15 +147,29 @@ conn(vdi.command('read').description('read data from an image to stdout').argume
 conn(vdi.command('write').description('write data from stdin to an image').argument('<vdiname>').argument('[offset]').argument('[len]'))
   .action(act(async (name: string, off: string | undefined, len: string | undefined, o: Opts) =>
     vdiWrite(name, off === undefined ? 0 : sizeArg(off), len === undefined ? undefined : sizeArg(len), o)));
-conn(vdi.command('object').description('show which nodes hold an object of an image (location, the default) or its object map (map)')
-  .argument('<subcommand|vdiname>', 'location or map; may be left out (location)').argument('[vdiname]'))
+conn(vdi.command('object').description('show which nodes hold an object of an image (location, the default), its object map (map) or its inode header (dump-inode)')
+  .argument('<subcommand|vdiname>', 'location, map or dump-inode; may be left out (location)').argument('[vdiname]'))
   .option('-i, --index <idx>', 'data object index (default: the inode object)', intArg(0, 2 ** 31))
   .option('-s, --snapshot <id|tag>', 'a snapshot instead of the working VDI')
   .action(act(async (first: string, second: string | undefined, o: Opts) => {
     const [sub, name] = second === undefined ? ['location', first] : [first, second];
-    if (sub !== 'location' && sub !== 'map') throw new CliError(`unknown subcommand '${sub}': use location or map`, EXIT_USAGE);
-    await vdiObject(sub, name, { ...o, index: o.index as number | undefined, snapshot: o.snapshot as string | undefined });
+    const so = { ...o, index: o.index as number | undefined, snapshot: o.snapshot as string | undefined };
+    if (sub === 'dump-inode') return vdiDumpInode(name, so);
+    if (sub !== 'location' && sub !== 'map') throw new CliError(`unknown subcommand '${sub}': use location, map or dump-inode`, EXIT_USAGE);
+    await vdiObject(sub, name, so);
   }));
+conn(vdi.command('track').description('show the object epoch trace in the image: the nodes that held it at each epoch')
+  .argument('<vdiname>'))
+  .option('-i, --index <idx>', 'data object index (default: the inode object)', intArg(0, 2 ** 31))
+  .option('-s, --snapshot <id|tag>', 'a snapshot instead of the working VDI')
+  .option('-o, --oid <oid>', 'the object id (hex) to track instead')
+  .action(act(async (name: string, o: Opts) =>
+    vdiTrack(name, { ...o, index: o.index as number | undefined, snapshot: o.snapshot as string | undefined, oid: o.oid as string | undefined })));
+conn(vdi.command('alter-copy').description("set the vdi's redundancy level: every object gains or loses copies before the command returns")
+  .argument('<vdiname>'))
+  .option('-c, --copies <n>', 'the number of copies (1 to the number of zones; default 3)')
+  .option('-f, --force', 'do not ask for confirmation', false)
+  .action(act(async (name: string, o: Opts) => vdiAlterCopy(name, { ...o, copies: o.copies as string | undefined, force: Boolean(o.force) })));
 
 conn(vdi.command('snapshot').description('create a snapshot: the VDI as it is now, kept read-only').argument('<vdiname>'), true)
   .option('-s, --snapshot <tag>', 'tag for the snapshot')

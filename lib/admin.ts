@@ -56,7 +56,8 @@ export interface StatClusterReply {
   nodes: number;
   /** distinct zones among the nodes: replicas go to distinct zones */
   zones: number;
-  history: Array<{ epoch: number; time: number; nodes: Array<{ host: string; port: number; vnodes: number }> }>;
+  /** newest first; a node's zone places replicas (`vdi track` replays placement per epoch) */
+  history: Array<{ epoch: number; time: number; nodes: Array<{ host: string; port: number; vnodes: number; zone?: number; nid?: string }> }>;
 }
 
 /** STAT_RECOVERY */
@@ -119,4 +120,24 @@ export interface LockInfo {
 /** LOCK_FORCE_RELEASE */
 export interface ForceReleaseArgs {
   vid: number;
+}
+
+/** ALTER_VDI_COPY: give the working VDI `name` this many copies of every object. */
+export interface AlterCopyArgs {
+  name: string;
+  copies: number;
+}
+
+export interface AlterCopyReply {
+  vid: number;
+  oldCopies: number;
+  copies: number;
+  /** objects of the VDI (inode included) */
+  objects: number;
+  /** copies made on the nodes that hold one under the new count */
+  copied: number;
+  /** copies removed from the nodes that no longer hold one */
+  removed: number;
+  /** objects left for recovery to finish (a node unreachable meanwhile); 0 when the change is complete */
+  unfinished: number;
 }

@@ -94,6 +94,8 @@ export class Decisions {
         return this.s.vdis.forceRelease(op.vid);
       case 'header':
         return this.s.vdis.applyHeader(op.update);
+      case 'alterCopy':
+        return this.s.vdis.applyAlterCopy(op.vid, op.copies);
       case 'recovered':
         return this.applyRecovered(op.nid, op.epoch);
       case 'forceRecover':

@@ -21,6 +21,8 @@ export type ClusterOp =
   | { kind: 'release'; vid: number }
   | { kind: 'forceRelease'; vid: number }
   | { kind: 'header'; update: HeaderUpdate }
+  /** a standalone working VDI's copy count changes (`collie vdi alter-copy`); its objects are reshaped after */
+  | { kind: 'alterCopy'; vid: number; copies: number }
   | { kind: 'recovered'; nid: string; epoch: number }
   | { kind: 'forceRecover' }
   | { kind: 'autoRecovery'; enabled: boolean }

@@ -28,6 +28,8 @@ const MAX_OBJECT_SIZE = Math.max(2 ** 31, SD_INODE_SIZE);
 import type { System } from '../cluster/system.js';
 import type { VdiEntry } from '../vdi/vdi-table.js';
 import { localList, staleList, packObjList, parseThrottle } from '../replication/recovery.js';
+import { alterVdiCopy } from '../vdi/alter-copy.js';
+import type { AlterCopyArgs } from '../../lib/admin.js';
 
 export type OpKind = 'gateway' | 'peer' | 'cluster' | 'local';
 
@@ -387,6 +389,13 @@ async function lockForceRelease(sys: System, req: OpRequest): Promise<OpReply> {
   return {};
 }
 
+/** ALTER_VDI_COPY: answered once the VDI's objects have their new number of copies. */
+async function alterVdiCopyOp(sys: System, req: OpRequest): Promise<OpReply> {
+  const a = args<AlterCopyArgs>(req);
+  if (typeof a.name !== 'string' || typeof a.copies !== 'number') throw new SdError(Res.INVALID_PARMS, 'ALTER_VDI_COPY needs name and copies');
+  return reply(await alterVdiCopy(sys, { name: a.name, copies: a.copies }));
+}
+
 async function forceRecover(sys: System): Promise<OpReply> {
   await sys.decide({ kind: 'forceRecover' });
   return {};
@@ -477,6 +486,7 @@ export const OPS: ReadonlyMap<number, OpDef> = new Map<number, OpDef>([
   [Op.DISABLE_RECOVER,        op('DISABLE_RECOVER',       'cluster', 'admin',  disableRecover, false)],
   [Op.GET_VDI_ATTR,           op('GET_VDI_ATTR',          'cluster', 'admin',  getVdiAttr)],
   [Op.LOCK_FORCE_RELEASE,     op('LOCK_FORCE_RELEASE',    'cluster', 'admin',  lockForceRelease)],
+  [Op.ALTER_VDI_COPY,         op('ALTER_VDI_COPY',        'cluster', 'admin',  alterVdiCopyOp)],
   [Op.STAT_RECOVERY,          op('STAT_RECOVERY',         'local',   'admin',  statRecovery, false)],
   [Op.SET_RECOVERY_THROTTLE,  op('SET_RECOVERY_THROTTLE', 'local',   'admin',  setRecoveryThrottle, false)],
   [Op.GET_RECOVERY_THROTTLE,  op('GET_RECOVERY_THROTTLE', 'local',   'admin',  getRecoveryThrottle, false)],

@@ -13,6 +13,8 @@ import { Ring } from '../../lib/ring.js';
 import type { ObjectStore } from '../store/store.js';
 import type { NodeInfo } from '../../lib/node.js';
 import type { Logger } from '../util/log.js';
+import type { ObjList } from '../../lib/admin.js';
+import { unpack } from 'msgpackr';
 
 /** Object I/O as the VDI layer sees it: wherever the replicas are. */
 export interface ObjectIo {
@@ -348,6 +350,49 @@ export class Gateway implements ObjectIo {
       } catch { /* an unreachable node: ask the others */ }
     }
     return false;
+  }
+
+  // ------------------------------------------------------------------ one node's copy (vdi alter-copy)
+
+  /** Whether node `n` holds a copy in service. */
+  holds(n: NodeInfo, oid: bigint): Promise<boolean> {
+    return this.existsOn(n, oid);
+  }
+
+  /** Gives `n` a whole copy read from the other replicas, unless it has one by then (a client write may have put it there). */
+  async copyTo(n: NodeInfo, oid: bigint): Promise<void> {
+    const full = await this.readAnywhere(oid, 0, this.ctx.objectSize(oid), n);
+    if (this.isMe(n)) await this.store.createIfAbsent(oid, full, this.ctx.epoch());
+    else await this.peerRequest(n, Op.CREATE_AND_WRITE_PEER, oid, 0, full.length, full, Flag.CMD_IF_ABSENT);
+  }
+
+  /** Replaces `n`'s copy with `data` (the whole object). */
+  async replaceOn(n: NodeInfo, oid: bigint, data: Buffer): Promise<void> {
+    await this.createOn(n, oid, 0, data);
+  }
+
+  /** Removes `n`'s copy in service; false when it had none. */
+  async removeOn(n: NodeInfo, oid: bigint): Promise<boolean> {
+    if (this.isMe(n)) return this.store.remove(oid);
+    await this.peerRequest(n, Op.REMOVE_PEER, oid, 0, 0);
+    return true;
+  }
+
+  /** sha256 of `n`'s copy (no data moved). */
+  hashOn(n: NodeInfo, oid: bigint): Promise<Buffer> {
+    return this.isMe(n) ? this.store.hashOf(oid, this.ctx.objectSize(oid)) : this.peerRequest(n, Op.GET_HASH_PEER, oid, 0, 32);
+  }
+
+  /** The objects `n` holds in service (GET_OBJ_LIST). */
+  async listOn(n: NodeInfo): Promise<bigint[]> {
+    if (this.isMe(n)) return this.store.list();
+    const list = unpack(await this.peerRequest(n, Op.GET_OBJ_LIST, 0n, 0, 0)) as ObjList;
+    return list.map(([hex]) => BigInt(`0x${hex}`));
+  }
+
+  /** One node's whole copy. */
+  readOnNode(n: NodeInfo, oid: bigint): Promise<Buffer> {
+    return this.readOn(n, oid, 0, this.ctx.objectSize(oid));
   }
 
   /** Makes the VDI's writes durable on every node. */

@@ -441,6 +441,25 @@ export class VdiTable {
     this.remember({ ...e, tag: u.tag, vdiSize: u.vdiSize, vmStateSize: u.vmStateSize, vmClockNsec: u.vmClockNsec }, false);
   }
 
+  /**
+   * ALTER_VDI_COPY decision: the VDI's objects have `copies` copies from now on (placement asks this
+   * table). Only a standalone working VDI: objects shared with a parent or children are placed by
+   * their owner's count, so changing one VDI of a family would leave its shared blocks as they were.
+   * Returns the old count.
+   */
+  applyAlterCopy(vid: number, copies: number): number {
+    const e = this.vdis.get(vid);
+    if (!e || e.deleted) throw new SdError(Res.NO_VDI, `no VDI with id ${hex(vid)}`);
+    if (e.snapCtime !== 0n) throw new SdError(Res.INVALID_PARMS, `VDI ${hex(vid)} is a snapshot`);
+    if (e.copyPolicy !== 0) throw new SdError(Res.INVALID_PARMS, 'changing the redundancy of an erasure-coded VDI is not supported');
+    if (e.parentVdiId !== 0 || this.all().some((v) => !v.deleted && v.parentVdiId === vid)) {
+      throw new SdError(Res.INVALID_PARMS, `only a standalone VDI can change its redundancy level (${e.name} has a parent or children)`);
+    }
+    if (e.nrCopies === copies) throw new SdError(Res.INVALID_PARMS, `${e.name} already has ${copies} copies`);
+    this.remember({ ...e, nrCopies: copies }, false);
+    return e.nrCopies;
+  }
+
   // ------------------------------------------------------------------ locks (cluster state)
 
   /** LOCK_VDI: resolves the VDI; takes a lock on working VDIs (enforced on --lock clusters). */

@@ -139,3 +139,21 @@ test('locks conflict only when enforced, and follow the working VDI through a sn
   const w2 = await create(t, { name: 'l', size: MB64, baseVid: w.vdiId, snapshot: true, copies: 0, copyPolicy: 0, blockSizeShift: 0 });
   assert.deepEqual(t.lockList().map((l) => l.vid), [w2.vdiId]);
 });
+
+test('an alter-copy decision changes a standalone VDI\'s count, and refuses VDIs that share objects, snapshots and the same count', async () => {
+  const t = mk();
+  const base = { size: MB64, baseVid: 0, snapshot: false, copies: 2, copyPolicy: 0, blockSizeShift: 22 };
+  const solo = await create(t, { ...base, name: 'solo' });
+  assert.equal(t.applyAlterCopy(solo.vdiId, 3), 2);
+  assert.equal(t.get(solo.vdiId)!.nrCopies, 3);
+  assert.equal(t.exportState().vdis.find((v) => v.vdiId === solo.vdiId)!.nrCopies, 3); // what joining nodes take over
+  assert.throws(() => t.applyAlterCopy(solo.vdiId, 3), (e) => e instanceof SdError && e.result === Res.INVALID_PARMS);
+
+  const fam = await create(t, { ...base, name: 'fam' });
+  const snap = await create(t, { ...base, name: 'fam', baseVid: fam.vdiId, snapshot: true });
+  const invalid = (e: unknown) => e instanceof SdError && e.result === Res.INVALID_PARMS;
+  assert.throws(() => t.applyAlterCopy(fam.vdiId, 3), invalid); // now the frozen snapshot, with a child
+  assert.throws(() => t.applyAlterCopy(snap.vdiId, 3), invalid); // the working VDI has a parent
+  assert.equal(t.get(snap.vdiId)!.nrCopies, 2);
+  assert.throws(() => t.applyAlterCopy(0xabcdef, 3), (e) => e instanceof SdError && e.result === Res.NO_VDI);
+});
