@@ -13,6 +13,7 @@ import { vdiSnapshot, vdiClone, vdiRollback, vdiResize, vdiTree, vdiGraph } from
 import { vdiSetattr, vdiGetattr, vdiLockList, vdiLockUnlock, vdiCheck } from './vdi-admin.js';
 import { vdiBackup, vdiRestore } from './backup.js';
 import { completionScript } from './completion.js';
+import { registerClusterSnapshot } from './cluster-snapshot.js';
 
 function intArg(min: number, max: number) {
   return (v: string): number => {
@@ -106,6 +107,7 @@ conn(recover.command('disable').description('disable automatic recovery (members
   .action(act(async (o: Opts) => clusterRecoverMode(o, false)));
 conn(cluster.command('shutdown').description('stop every sheep of the cluster (data is flushed first)'))
   .action(act(async (o: Opts) => clusterShutdown(o)));
+registerClusterSnapshot(cluster, conn, act);
 
 // ------------------------------------------------------------------ node
 const node = program.command('node').description('node information');
