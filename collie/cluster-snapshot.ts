@@ -292,7 +292,12 @@ const collect = (v: string, prev: string[]) => [...prev, v];
 
 /** `collie cluster snapshot ...`, added to the `cluster` command by collie/main.ts. */
 export function registerClusterSnapshot(cluster: Command, conn: (c: Command) => Command, act: Act): Command {
-  const snap = cluster.command('snapshot').description('save every VDI of the cluster to a local path, deduplicated, and load it back (dog\'s farm)');
+  const snap = cluster.command('snapshot').description('save every VDI of the cluster to a local path, deduplicated, and load it back (dog\'s farm)')
+    .addHelpText('after', `
+PATH holds every object once, under the sha256 of its content (PATH/objects/ab/cdef...), one manifest per
+tag (PATH/manifests/<sha256>.json: each VDI, its inode fields, attributes and the objects it maps) and
+PATH/index.json, the tags. A save writes the index last (an interrupted save lists nothing); a second save
+stores only the objects that changed. Load checks every object against its sha256 before it writes any.`);
   conn(snap.command('save').description('save every VDI (working, snapshots, clones) with its blocks, VM state and attributes under TAG in PATH; ' +
     'a block already in PATH is not stored again')
     .argument('<tag>', 'name of this save (must not start with a digit: load and show take an index too)')
@@ -304,11 +309,11 @@ export function registerClusterSnapshot(cluster: Command, conn: (c: Command) => 
     .argument('<path>'))
     .action(act(async (dir: string) => snapshotList(dir)));
   conn(snap.command('show').description('show the VDIs saved under a tag, in the columns of vdi list')
-    .argument('<tag|idx>').argument('<path>').argument('[vdi...]', 'only these VDIs'))
+    .argument('<tag|idx>', 'a tag, or its index in list').argument('<path>').argument('[vdi...]', 'only these VDIs'))
     .action(act(async (spec: string, dir: string, vdis: string[]) => snapshotShow(spec, dir, vdis)));
   conn(snap.command('load').description('recreate the VDIs of a tag in this cluster (it is formatted first when unformatted; ' +
     'a cluster holding VDIs is formatted only after confirmation on a terminal); every object is checked against its sha256 first')
-    .argument('<tag|idx>').argument('<path>').argument('[vdi...]', 'only these VDIs (and the snapshots they descend from)'))
+    .argument('<tag|idx>', 'a tag, or its index in list').argument('<path>').argument('[vdi...]', 'only these VDIs (and the snapshots they descend from)'))
     .option('-m, --vdi <name>', 'only this VDI and its snapshot chain (repeatable; the same as naming it after PATH)', collect, [])
     .action(act(async (spec: string, dir: string, vdis: string[], o: Opts) =>
       snapshotLoad(spec, dir, { ...o, vdis: [...vdis, ...(o.vdi as string[])] })));

@@ -136,7 +136,7 @@ async function prepareCluster(c: SheepClient, m: Manifest, fail: (why: string, c
       const shown = names.slice(0, 5).join(', ') + (names.length > 5 ? ', ...' : '');
       const ok = await confirm(`Caution! The cluster is not empty (${live.length} VDIs: ${shown}).\nLoading formats the cluster first, which deletes them.\nAre you sure you want to continue?`);
       if (!ok) {
-        throw fail(`the cluster already holds ${live.length} VDI(s) (${shown}): a load formats the cluster first, which would delete them. ` +
+        throw fail(`the cluster already holds VDIs (${shown}; ${live.length} with their snapshots): a load formats the cluster first, which would delete them. ` +
           'Not loaded: answer yes on a terminal, or format the cluster first (collie cluster format)');
       }
       format = true;

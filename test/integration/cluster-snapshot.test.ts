@@ -160,7 +160,7 @@ test('load refuses a cluster that already holds VDIs, saying why, and changes no
   const before = await listColumns(dst.port);
   const r = await collie(dst.port, ['cluster', 'snapshot', 'load', 't1', store]);
   assert.notEqual(r.code, 0);
-  assert.match(r.stderr, /already holds \d+ VDI\(s\) \(.*alpha.*\): a load formats the cluster first/);
+  assert.match(r.stderr, /already holds VDIs \(.*alpha.*; \d+ with their snapshots\): a load formats the cluster first/);
   assert.match(r.stderr, /Fail to load snapshot/);
   assert.deepEqual(await listColumns(dst.port), before);
 });
