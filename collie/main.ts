@@ -16,6 +16,7 @@ import { vdiAlterCopy } from './vdi-alter-copy.js';
 import { vdiTrack } from './vdi-track.js';
 import { vdiDumpInode } from './vdi-inode.js';
 import { completionScript } from './completion.js';
+import { registerClusterSnapshot } from './cluster-snapshot.js';
 
 function intArg(min: number, max: number) {
   return (v: string): number => {
@@ -109,6 +110,7 @@ conn(recover.command('disable').description('disable automatic recovery (members
   .action(act(async (o: Opts) => clusterRecoverMode(o, false)));
 conn(cluster.command('shutdown').description('stop every sheep of the cluster (data is flushed first)'))
   .action(act(async (o: Opts) => clusterShutdown(o)));
+registerClusterSnapshot(cluster, conn, act);
 
 // ------------------------------------------------------------------ node
 const node = program.command('node').description('node information');

@@ -115,13 +115,13 @@ export async function allInodes(c: SheepClient, damaged?: (vid: number, why: unk
 // ------------------------------------------------------------------ list
 
 /** The columns of `vdi list`, in printf terms "%c %-8s %5d %7s %7s %7s %s  %7x %6s %13s %3d" as dog prints them. */
-const VDI_LIST_COLUMNS: Column[] = [
+export const VDI_LIST_COLUMNS: Column[] = [
   {}, { width: 8 }, { width: 5, align: 'right' }, { width: 7, align: 'right' }, { width: 7, align: 'right' },
   { width: 7, align: 'right' }, { width: 16 }, { width: 7, align: 'right', gap: '  ' }, { width: 6, align: 'right' },
   { width: 13, align: 'right' }, { width: 3, align: 'right' },
 ];
 /** dog's header line, which does not follow the columns below it. */
-const VDI_LIST_HEADER = '  Name        Id    Size    Used  Shared    Creation time   VDI id  Copies  Tag   Block Size Shift\n';
+export const VDI_LIST_HEADER = '  Name        Id    Size    Used  Shared    Creation time   VDI id  Copies  Tag   Block Size Shift\n';
 
 export async function vdiList(name: string | undefined, o: ConnOpts): Promise<void> {
   // the whole listing is gathered first: a failure prints no half table

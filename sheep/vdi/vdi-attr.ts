@@ -6,11 +6,12 @@ import { vidToAttrOid } from '../../lib/oid.js';
 import { fnv1a64 } from '../../lib/fnv.js';
 import type { AttrRequest, AttrReply } from '../../lib/admin.js';
 import type { VdiContext } from './context.js';
-
-const A_NAME = 0, A_TAG = 256, A_CTIME = 512, A_SNAPID = 520, A_VALUE_LEN = 524, A_KEY = 528, A_VALUE = 784;
-export const SD_MAX_VDI_ATTR_KEY_LEN = 256;
-export const SD_MAX_VDI_ATTR_VALUE_LEN = 65536;
-export const SD_ATTR_OBJ_SIZE = A_VALUE + SD_MAX_VDI_ATTR_VALUE_LEN; // 66,320
+// the object's layout is shared with collie (cluster snapshot reads attributes back)
+import {
+  ATTR_NAME as A_NAME, ATTR_TAG as A_TAG, ATTR_CTIME as A_CTIME, ATTR_SNAPID as A_SNAPID, ATTR_VALUE_LEN as A_VALUE_LEN,
+  ATTR_KEY as A_KEY, ATTR_VALUE as A_VALUE, SD_MAX_VDI_ATTR_KEY_LEN, SD_MAX_VDI_ATTR_VALUE_LEN, SD_ATTR_OBJ_SIZE,
+} from '../../lib/vdi-attr-layout.js';
+export { SD_MAX_VDI_ATTR_KEY_LEN, SD_MAX_VDI_ATTR_VALUE_LEN, SD_ATTR_OBJ_SIZE };
 const MAX_PROBE = 4096;
 
 
