@@ -37,6 +37,8 @@ interface Pending {
 
 /** Largest reply we accept: a whole inode plus slack; protects the client from a broken server. */
 const MAX_REPLY = 64 * 1024 * 1024;
+/** The most data one request may carry: sheep refuses more (object-io.ts MAX_DATA_LENGTH, 32 MiB). */
+export const MAX_REQUEST_DATA = 32 * 1024 * 1024;
 
 export class SheepClient {
   private readonly sock: net.Socket;
@@ -193,20 +195,35 @@ export class SheepClient {
   }
 
   async readObj(oid: bigint, offset: number, length: number): Promise<Buffer> {
+    if (length > MAX_REQUEST_DATA) {
+      // objects of 64 MiB and more (block_size_shift 26+): one request per slice the sheep accepts
+      const parts: Array<Promise<Buffer>> = [];
+      for (let off = 0; off < length; off += MAX_REQUEST_DATA) parts.push(this.readObj(oid, offset + off, Math.min(MAX_REQUEST_DATA, length - off)));
+      return Buffer.concat(await Promise.all(parts), length);
+    }
     const { rsp, data } = await this.send(this.objHeader(Op.READ_OBJ, 0, oid, length, offset));
     check(rsp);
     return data;
   }
 
   async writeObj(oid: bigint, offset: number, data: Buffer): Promise<void> {
+    if (data.length > MAX_REQUEST_DATA) {
+      const parts: Array<Promise<void>> = [];
+      for (let off = 0; off < data.length; off += MAX_REQUEST_DATA) parts.push(this.writeObj(oid, offset + off, data.subarray(off, off + MAX_REQUEST_DATA)));
+      await Promise.all(parts);
+      return;
+    }
     const { rsp } = await this.send(this.objHeader(Op.WRITE_OBJ, Flag.CMD_WRITE, oid, data.length, offset), data);
     check(rsp);
   }
 
   async createAndWriteObj(oid: bigint, offset: number, data: Buffer, cowOid = 0n): Promise<void> {
+    // the create carries the first slice; the rest is written into the object it made
+    const first = data.subarray(0, MAX_REQUEST_DATA);
     const flags = Flag.CMD_WRITE | (cowOid ? Flag.CMD_COW : 0);
-    const { rsp } = await this.send(this.objHeader(Op.CREATE_AND_WRITE_OBJ, flags, oid, data.length, offset, cowOid), data);
+    const { rsp } = await this.send(this.objHeader(Op.CREATE_AND_WRITE_OBJ, flags, oid, first.length, offset, cowOid), first);
     check(rsp);
+    if (data.length > first.length) await this.writeObj(oid, offset + first.length, data.subarray(first.length));
   }
 
   async discardObj(oid: bigint): Promise<void> {

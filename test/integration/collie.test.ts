@@ -64,6 +64,17 @@ test('collie round trip: 200 MiB of random data written to a 256 MiB VDI reads b
   assert.deepEqual(tail.stdout, Buffer.alloc(56 * MB));
 });
 
+test('a VDI of 64 MiB objects (-z 26) is written and read back whole: requests stay within what sheep accepts', async () => {
+  assert.equal((await collie(sheep.port, ['vdi', 'create', '-z', '26', 'big-objects', '192M'])).code, 0);
+  const data = (await fs.readFile(random)).subarray(0, 150 * MB);
+  const w = await collie(sheep.port, ['vdi', 'write', 'big-objects'], data);
+  assert.equal(w.code, 0, w.stderr);
+  const r = await collie(sheep.port, ['vdi', 'read', 'big-objects', '0', '150M']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(sha(r.stdout), sha(data));
+  assert.equal((await collie(sheep.port, ['vdi', 'delete', 'big-objects'])).code, 0);
+});
+
 test('vdi list shows size, the used space and the VDI id', async () => {
   const l = (await collie(sheep.port, ['vdi', 'list'])).stdout.toString().split('\n');
   assert.equal(l[0], '  Name        Id    Size    Used  Shared    Creation time   VDI id  Copies  Tag   Block Size Shift');
