@@ -426,13 +426,25 @@ function mdPaths(req: OpRequest): string[] {
   return p;
 }
 
+/** The reply carries only a result code: the reason of a refusal goes to the log (`look for sheep.log`). */
+async function logRefusal<T>(sys: System, what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    sys.log.warn({ err: (e as Error).message }, `${what} refused`);
+    throw e;
+  }
+}
+
 async function mdPlug(sys: System, req: OpRequest): Promise<OpReply> {
-  await sys.store.plug(mdPaths(req));
+  const paths = mdPaths(req);
+  await logRefusal(sys, 'md plug', () => sys.store.plug(paths));
   return {};
 }
 
 async function mdUnplug(sys: System, req: OpRequest): Promise<OpReply> {
-  return reply(await sys.store.unplug(mdPaths(req)));
+  const paths = mdPaths(req);
+  return reply(await logRefusal(sys, 'md unplug', () => sys.store.unplug(paths)));
 }
 
 // ------------------------------------------------------------------ authentication (lib/auth.ts)
