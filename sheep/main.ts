@@ -292,25 +292,40 @@ async function chgrp(file: string, group: string): Promise<void> {
   await fs.chown(file, -1, gid);
 }
 
-async function run(dir: string, disks: string[], o: SheepOptions, ready: (err?: string) => void): Promise<void> {
+async function run(dir: string, givenDisks: string[], o: SheepOptions, ready: (err?: string) => void): Promise<void> {
   // least privilege: the store, its log, config and key material are the owner's alone (0700/0600)
   process.umask(0o077);
   await prepareStoreDir(dir);
   await ObjectStore.checkXattrSupport(dir);
-  for (const d of disks) {
-    await prepareStoreDir(d);
-    await ObjectStore.checkXattrSupport(d);
-  }
+  let disks = givenDisks;
   const lockFile = await takeStoreLock(dir);
-  // a disk is one sheep's: its own lock file (the pid), as DIR has
-  const diskLocks: string[] = [];
-  try {
-    for (const d of disks) diskLocks.push(await takeStoreLock(d));
-  } catch (e) {
-    for (const f of [lockFile, ...diskLocks]) await fs.rm(f, { force: true });
-    throw e;
-  }
   const { log, reopen: reopenLog } = createLogger(dir, o.logLevel, o.foreground);
+  // a disk is one sheep's: its own lock file (the pid), as DIR has. A disk that cannot be used (gone,
+  // read-only, no xattrs) is left out, as the original does with a broken path; its objects are
+  // recovered from the other nodes
+  const diskLocks: string[] = [];
+  const usable: string[] = [];
+  for (const d of disks) {
+    try {
+      await prepareStoreDir(d);
+      await ObjectStore.checkXattrSupport(d);
+    } catch (e) {
+      log.error({ disk: d, err: (e as Error).message }, 'disk cannot be used: left out');
+      continue;
+    }
+    try {
+      diskLocks.push(await takeStoreLock(d));
+      usable.push(d);
+    } catch (e) {
+      for (const f of [lockFile, ...diskLocks]) await fs.rm(f, { force: true });
+      throw e;
+    }
+  }
+  if (disks.length && !usable.length) {
+    for (const f of [lockFile, ...diskLocks]) await fs.rm(f, { force: true });
+    throw new Error(`none of the disks can be used (${disks.join(', ')})`);
+  }
+  disks = usable;
   const host = o.myaddr ?? (o.bindaddr && o.bindaddr !== '0.0.0.0' ? o.bindaddr : '127.0.0.1');
   const parts: { listener?: Listener; store?: ObjectStore; nbd?: NbdServer; http?: HttpServer; group?: GroupDriver } = {};
   const names = (l: string[]) => l.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);

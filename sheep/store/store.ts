@@ -113,7 +113,15 @@ export class ObjectStore {
     }
     await refuseSingleDirObjects(dir, disks);
     const opened: Disk[] = [];
-    for (const p of disks) opened.push(await Disk.open(p, log, p));
+    for (const p of disks) {
+      try {
+        opened.push(await Disk.open(p, log, p));
+      } catch (e) {
+        // as the original does with a broken path: the sheep starts on the disks that work
+        log.error({ disk: p, err: (e as Error).message }, 'disk cannot be used: left out (its objects are recovered from other nodes)');
+      }
+    }
+    if (!opened.length) throw new Error(`none of the disks can be used (${disks.join(', ')}): see the log`);
     const s = new ObjectStore(dir, log, opened, true);
     await s.buildIndex();
     s.rebuildRing();
@@ -1055,12 +1063,12 @@ export class ObjectStore {
     }
   }
 
-  /** Warns about disks of the last run missing now: their objects are not served (recovery refills them). */
+  /** Warns about disks of the last run missing now (not given, or unusable): recovery refills their objects. */
   private async compareDiskList(given: string[]): Promise<void> {
     const last = await readDiskList(this.dir);
     const missing = last.filter((p) => !given.includes(p));
     if (missing.length) {
-      this.log.warn({ missing }, 'disks of the last run are not given now: their objects are not served here (recovery copies them from other nodes)');
+      this.log.warn({ missing }, 'disks of the last run are not in service now: their objects are not served here (recovery copies them from other nodes)');
     }
   }
 }

@@ -244,8 +244,8 @@ test('a restarted sheep with disks finds every object on the disk it was on', { 
   const layout = async () => new Map((await Promise.all(live.map(async (d) => (await objects(path.join(d, 'obj'))).map((n) => [n, d] as const)))).flat());
   const before = await layout();
   await sheep[0].stop();
-  // the failed disk is left out now (it cannot be opened); the others in another order
-  sheep[0] = await new SheepProcess(sheep0Args([disk.mid.dir, disk.small.dir]), sheep[0].port, sheep[0].extraArgs).start();
+  // the failed disk is still on the command line: it cannot be used and is left out; the others in another order
+  sheep[0] = await new SheepProcess(sheep0Args([disk.mid.dir, disk.small.dir, disk.big.dir]), sheep[0].port, sheep[0].extraArgs).start();
   await until('the cluster to take sheep 0 back and recover', async () => {
     const l = await control<NodeListReply>(sheep[1], Op.GET_NODE_LIST);
     return l.nodes.length === 3 && await recoveryIdle();
@@ -255,7 +255,10 @@ test('a restarted sheep with disks finds every object on the disk it was on', { 
     return [...before].every(([n, d]) => after.get(n) === d);
   }, 60_000);
   const log = await fs.readFile(path.join(meta, 'sheep.log'), 'utf8');
-  assert.match(log, /disks of the last run are not given now/);
+  assert.match(log, /disk cannot be used: left out/);
+  assert.match(log, /disks of the last run are not in service now/);
+  const info = await control<MdInfoReply>(sheep[0], Op.MD_INFO);
+  assert.deepEqual(info.disks.map((d) => [d.path, d.status]), [[disk.mid.dir, 'ok'], [disk.small.dir, 'ok']]);
   await assertSpreadIntact(sheep[0]);
   await assertTwoCopies(live);
 });
