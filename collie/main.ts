@@ -8,6 +8,7 @@ import { NotASheepError } from '../lib/client.js';
 import { DEFAULT_KEY_FILE } from '../lib/auth.js';
 import { clusterFormat, clusterInfo, clusterShutdown, clusterRecoverForce, clusterRecoverMode, clusterKeygen } from './cluster.js';
 import { nodeListCmd, nodeInfoCmd, nodeRecoveryCmd, nodeRecoveryWatch, nodeSetThrottle, nodeGetThrottle } from './node.js';
+import { mdInfoCmd, mdPlugCmd, mdUnplugCmd } from './node-md.js';
 import { vdiCreate, vdiList, vdiDelete, vdiRead, vdiWrite, vdiObject } from './vdi.js';
 import { vdiSnapshot, vdiClone, vdiRollback, vdiResize, vdiTree, vdiGraph } from './vdi-family.js';
 import { vdiSetattr, vdiGetattr, vdiLockList, vdiLockUnlock, vdiCheck } from './vdi-admin.js';
@@ -126,6 +127,19 @@ conn(recovery.command('set-throttle').description('recover at most MAX objects p
 conn(recovery.command('get-throttle').description('show the recovery throttle of this node'))
   .action(act(async (o: Opts) => nodeGetThrottle(o)));
 
+const md = node.command('md').description("a node's disks (sheep DIR,DISK1,DISK2,...): show, plug and unplug them");
+conn(md.command('info').description('show multi-disk information: size, use and state of each disk of the node'), true)
+  .option('-A, --all', 'show md information of all the nodes', false)
+  .action(act(async (o: Opts) => mdInfoCmd({ ...o, all: Boolean(o.all) })));
+conn(md.command('plug').description('plug more disk(s) into the node: new objects go to them by size (their obj/ is emptied first)')
+  .argument('<disks>', 'absolute path(s) on the node, comma-separated'))
+  .option('-f, --force', 'ignore the confirmation', false)
+  .action(act(async (disks: string, o: Opts) => mdPlugCmd(disks, { ...o, force: Boolean(o.force) })));
+conn(md.command('unplug').description("unplug disk(s) from the node: their objects move to the node's other disks first (refused without room there)")
+  .argument('<disks>', 'absolute path(s) on the node, comma-separated'))
+  .option('-f, --force', 'ignore the confirmation', false)
+  .action(act(async (disks: string, o: Opts) => mdUnplugCmd(disks, { ...o, force: Boolean(o.force) })));
+
 // ------------------------------------------------------------------ vdi
 const vdi = program.command('vdi').description('virtual disk images');
 conn(vdi.command('create').description('create an image').argument('<vdiname>').argument('<size>', 'size, e.g. 10G'), true)
@@ -226,7 +240,7 @@ program.command('completion').description('print a shell completion script: eval
     process.stdout.write(completionScript(program, shell));
   }));
 
-for (const c of [program, cluster, node, vdi, ...cluster.commands, ...node.commands, ...vdi.commands, ...lock.commands, ...recover.commands, ...recovery.commands]) {
+for (const c of [program, cluster, node, vdi, ...cluster.commands, ...node.commands, ...vdi.commands, ...lock.commands, ...recover.commands, ...recovery.commands, ...md.commands]) {
   c.exitOverride((err) => {
     process.exit(err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0 ? 0 : EXIT_USAGE);
   });

@@ -141,3 +141,31 @@ export interface AlterCopyReply {
   /** objects left for recovery to finish (a node unreachable meanwhile); 0 when the change is complete */
   unfinished: number;
 }
+
+/** MD_INFO: one disk of a sheep (`collie node md info`); a sheep without disks shows its store directory */
+export interface MdDiskInfo {
+  idx: number;
+  path: string;
+  /** bytes the disk gives the store: what its objects use plus what is free */
+  size: number;
+  /** bytes its objects occupy (allocated blocks) */
+  used: number;
+  avail: number;
+  objects: number;
+  /** ok: in service; draining: being unplugged (objects moving off); failed: taken out after an I/O error */
+  status: 'ok' | 'draining' | 'failed';
+  /** why a failed disk was taken out */
+  failure?: string;
+}
+
+/** MD_INFO's reply */
+export interface MdInfoReply {
+  /** false: the sheep keeps objects in its store directory alone (no disks given) */
+  md: boolean;
+  disks: MdDiskInfo[];
+}
+
+/** MD_PLUG and MD_UNPLUG */
+export interface MdPathsArgs {
+  paths: string[];
+}

@@ -39,6 +39,10 @@ export const Op = {
   DISABLE_RECOVER: 0xa9,
   FLUSH_NODES: 0xad,
   FLUSH_PEER: 0xae,
+  // multi-disk: `collie node md info|plug|unplug` (the original's numbers)
+  MD_INFO: 0xb1,
+  MD_PLUG: 0xb2,
+  MD_UNPLUG: 0xb3,
   // ours: lock table listing and forced unlock for `collie vdi lock`
   LOCK_LIST: 0xc0,
   LOCK_FORCE_RELEASE: 0xc1,

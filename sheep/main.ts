@@ -145,13 +145,29 @@ function recoveryArg(v: string): Throttle {
   }
 }
 
-function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
+/**
+ * DIR, or DIR,DISK1,DISK2,... (the original's multi-disk syntax): the metadata directory and the
+ * disks objects live on, as absolute paths. A disk given twice, or the same as DIR, is refused.
+ */
+function parseStorePaths(arg: string): { dir: string; disks: string[] } {
+  const parts = arg.split(',').map((p) => p.trim());
+  if (parts.some((p) => !p)) throw new Error(`cannot parse '${arg}': an empty path (use DIR or DIR,DISK1,DISK2,...)`);
+  const [dir, ...disks] = parts.map((p) => path.resolve(p));
+  const seen = new Set([dir]);
+  for (const d of disks) {
+    if (seen.has(d)) throw new Error(`${d} is given twice (DIR and each disk must be different paths)`);
+    seen.add(d);
+  }
+  return { dir, disks };
+}
+
+function parseArgs(argv: string[]): { dir: string; disks: string[]; opts: SheepOptions } {
   const program = new Command('sheep')
     .description('Sheepdog storage daemon: stores objects in DIR and serves the sheepdog protocol (QEMU, collie). ' +
       'It goes to the background once it serves (the command returns then; -f keeps it in the foreground) ' +
       'and logs JSON lines to DIR/sheep.log (and to stderr with -f).')
     .version(`Sheepdog daemon version ${VERSION}`, '-v, --version', 'show the version')
-    .argument('[DIR]', 'store directory (needs user xattrs)', '/var/lib/sheepdog')
+    .argument('[DIR[,DISK...]]', 'store directory (needs user xattrs); with disks after it (DIR,DISK1,DISK2,...) DIR keeps the metadata and objects are spread over the disks by size (multi-disk: collie node md)', '/var/lib/sheepdog')
     .option('-p, --port <port>', 'TCP port to listen on', intArg(1, 65535), 7000)
     .option('-b, --bindaddr <addr>', 'IP address to listen on (default: all)')
     .option('-y, --myaddr <addr>', 'address advertised to other sheep (default: bindaddr or 127.0.0.1)')
@@ -196,7 +212,14 @@ function parseArgs(argv: string[]): { dir: string; opts: SheepOptions } {
     else if (opt.long === '--buffer-limit') opt.defaultValueDescription = '256M';
   }
   program.parse(argv, { from: 'user' });
-  return { dir: path.resolve(program.args[0] ?? '/var/lib/sheepdog'), opts: program.opts<SheepOptions>() };
+  let paths: { dir: string; disks: string[] };
+  try {
+    paths = parseStorePaths(program.args[0] ?? '/var/lib/sheepdog');
+  } catch (e) {
+    process.stderr.write(`sheep: ${(e as Error).message}\n`);
+    process.exit(64);
+  }
+  return { ...paths, opts: program.opts<SheepOptions>() };
 }
 
 /** One daemon per store: DIR/lock holds the owner's pid; a lock whose pid is gone is stale. */
@@ -269,13 +292,40 @@ async function chgrp(file: string, group: string): Promise<void> {
   await fs.chown(file, -1, gid);
 }
 
-async function run(dir: string, o: SheepOptions, ready: (err?: string) => void): Promise<void> {
+async function run(dir: string, givenDisks: string[], o: SheepOptions, ready: (err?: string) => void): Promise<void> {
   // least privilege: the store, its log, config and key material are the owner's alone (0700/0600)
   process.umask(0o077);
   await prepareStoreDir(dir);
   await ObjectStore.checkXattrSupport(dir);
+  let disks = givenDisks;
   const lockFile = await takeStoreLock(dir);
   const { log, reopen: reopenLog } = createLogger(dir, o.logLevel, o.foreground);
+  // a disk is one sheep's: its own lock file (the pid), as DIR has. A disk that cannot be used (gone,
+  // read-only, no xattrs) is left out, as the original does with a broken path; its objects are
+  // recovered from the other nodes
+  const diskLocks: string[] = [];
+  const usable: string[] = [];
+  for (const d of disks) {
+    try {
+      await prepareStoreDir(d);
+      await ObjectStore.checkXattrSupport(d);
+    } catch (e) {
+      log.error({ disk: d, err: (e as Error).message }, 'disk cannot be used: left out');
+      continue;
+    }
+    try {
+      diskLocks.push(await takeStoreLock(d));
+      usable.push(d);
+    } catch (e) {
+      for (const f of [lockFile, ...diskLocks]) await fs.rm(f, { force: true });
+      throw e;
+    }
+  }
+  if (disks.length && !usable.length) {
+    for (const f of [lockFile, ...diskLocks]) await fs.rm(f, { force: true });
+    throw new Error(`none of the disks can be used (${disks.join(', ')})`);
+  }
+  disks = usable;
   const host = o.myaddr ?? (o.bindaddr && o.bindaddr !== '0.0.0.0' ? o.bindaddr : '127.0.0.1');
   const parts: { listener?: Listener; store?: ObjectStore; nbd?: NbdServer; http?: HttpServer; group?: GroupDriver } = {};
   const names = (l: string[]) => l.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
@@ -319,7 +369,7 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
       log.error({ err: e }, 'error while stopping');
       code = code || 1;
     }
-    await fs.rm(lockFile, { force: true });
+    for (const f of [lockFile, ...diskLocks]) await fs.rm(f, { force: true });
     if (o.pidfile) await fs.rm(o.pidfile, { force: true });
     log.flush();
     setTimeout(() => process.exit(code), 50);
@@ -333,12 +383,19 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
     void stop('uncaught exception', 1);
   });
 
-  const store = await ObjectStore.open(dir, log);
-  const fsBytes = await fs.statfs(dir).then((st) => st.blocks * st.bsize);
-  const reserve = o.reservedSpace ?? Math.min(DEFAULT_RESERVE, Math.floor(fsBytes / 10));
-  store.setReserve(reserve);
-  await store.refreshSpace();
-  log.info({ reserve, filesystem: fsBytes }, 'free space kept for deletes and metadata (--reserved-space)');
+  const store = await ObjectStore.open(dir, log, disks);
+  if (disks.length) {
+    // each disk keeps --reserved-space free (default: 256M, or a tenth of a smaller disk)
+    store.setReserve(o.reservedSpace);
+    await store.refreshSpace();
+    log.info({ disks, reserve: o.reservedSpace ?? 'per disk' }, 'multi-disk store: objects spread over the disks by size');
+  } else {
+    const fsBytes = await fs.statfs(dir).then((st) => st.blocks * st.bsize);
+    const reserve = o.reservedSpace ?? Math.min(DEFAULT_RESERVE, Math.floor(fsBytes / 10));
+    store.setReserve(reserve);
+    await store.refreshSpace();
+    log.info({ reserve, filesystem: fsBytes }, 'free space kept for deletes and metadata (--reserved-space)');
+  }
   parts.store = store;
   const port = o.port;
   const me: NodeInfo = { nid: `${host}:${port}`, host, port, zone: o.zone ?? defaultZone(host), vnodes: o.vnodes };
@@ -405,12 +462,12 @@ async function run(dir: string, o: SheepOptions, ready: (err?: string) => void):
   }
   const bound = await l.listenTcp(o.bindaddr, port);
   if (o.pidfile) await fs.writeFile(o.pidfile, `${process.pid}\n`);
-  log.info({ dir, port: bound, driver: o.cluster, status: sys.status, epoch: sys.epoch }, 'sheep started');
+  log.info({ dir, ...(disks.length ? { disks } : {}), port: bound, driver: o.cluster, status: sys.status, epoch: sys.epoch }, 'sheep started');
   ready();
 }
 
 async function main(): Promise<void> {
-  const { dir, opts } = parseArgs(process.argv.slice(2));
+  const { dir, disks, opts } = parseArgs(process.argv.slice(2));
   const daemonChild = process.env.SHEEP_DAEMON_CHILD === '1';
   if (!opts.foreground && !daemonChild) {
     // daemonize: start a detached copy of ourselves and wait until it serves (or says why not)
@@ -438,7 +495,7 @@ async function main(): Promise<void> {
     }
   };
   try {
-    await run(dir, opts, report);
+    await run(dir, disks, opts, report);
   } catch (e) {
     const msg = (e as Error).message;
     process.stderr.write(`sheep: ${msg}\n`);

@@ -70,6 +70,7 @@ export class System {
       this.decide({ kind: 'diskFailed', nid: this.me.nid, reason }).catch((err) =>
         this.log.error({ err: (err as Error).message }, 'could not tell the cluster about the failed disk'));
     };
+    store.onDiskLost = (disk, reason) => this.recoverLostDisk(disk, reason);
     this.recovery.onFinished = async (epoch) => {
       this.sweepSoon();
       await this.decide({ kind: 'recovered', nid: this.me.nid, epoch });
@@ -120,6 +121,22 @@ export class System {
   async start(): Promise<void> {
     await this.state.load();
     await this.membership.join();
+  }
+
+  /**
+   * One of several disks failed (multi-disk): the node keeps its place and vnodes, and recovery runs
+   * again on the same epoch, which copies every object this node owns but no longer holds from the
+   * other nodes onto its remaining disks. Reads and writes meanwhile go to the other replicas (a write
+   * gives this node a full copy first).
+   */
+  private recoverLostDisk(disk: string, reason: string): void {
+    if (this.state.status !== 'running') return; // the next membership change recovers
+    this.log.warn({ disk, reason }, 'recovering the copies of the failed disk from other nodes');
+    if (this.state.autoRecovery) this.recovery.start();
+    else {
+      this.state.recoveryDeferred = true;
+      this.recovery.defer();
+    }
   }
 
   /** Reclaims this node's orphan copies in the background (errors are the next sweep's). */

@@ -18,7 +18,7 @@ import { SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT } from '../../lib/inod
 import { vdiAttr } from '../vdi/vdi-attr.js';
 import { vdiNameProblem } from '../../lib/vdi-name.js';
 import { metrics } from '../util/metrics.js';
-import type { StatSheepArgs, AttrRequest, MakeFsArgs, NodeListReply, StatSheepReply, StatClusterReply, Throttle, ForceReleaseArgs } from '../../lib/admin.js';
+import type { StatSheepArgs, AttrRequest, MakeFsArgs, NodeListReply, StatSheepReply, StatClusterReply, Throttle, ForceReleaseArgs, MdInfoReply, MdPathsArgs } from '../../lib/admin.js';
 import { checkRange, objRead, objWrite, objCreate, objectSize, MAX_DATA_LENGTH } from '../vdi/object-io.js';
 import { SD_INODE_SIZE } from '../../lib/inode.js';
 import { authProof, decodeAuthStep, newNonce, proofMatches, type Role } from '../../lib/auth.js';
@@ -420,6 +420,42 @@ async function getRecoveryThrottle(sys: System): Promise<OpReply> {
   return reply(sys.recovery.throttle);
 }
 
+// ------------------------------------------------------------------ multi-disk (collie node md)
+
+async function mdInfo(sys: System): Promise<OpReply> {
+  const r: MdInfoReply = { md: sys.store.md, disks: await sys.store.mdInfo() };
+  return reply(r);
+}
+
+function mdPaths(req: OpRequest): string[] {
+  const p = args<MdPathsArgs>(req).paths;
+  if (!Array.isArray(p) || !p.length || p.some((x) => typeof x !== 'string' || !x.startsWith('/'))) {
+    throw new SdError(Res.INVALID_PARMS, 'paths: one or more absolute paths');
+  }
+  return p;
+}
+
+/** The reply carries only a result code: the reason of a refusal goes to the log (`look for sheep.log`). */
+async function logRefusal<T>(sys: System, what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    sys.log.warn({ err: (e as Error).message }, `${what} refused`);
+    throw e;
+  }
+}
+
+async function mdPlug(sys: System, req: OpRequest): Promise<OpReply> {
+  const paths = mdPaths(req);
+  await logRefusal(sys, 'md plug', () => sys.store.plug(paths));
+  return {};
+}
+
+async function mdUnplug(sys: System, req: OpRequest): Promise<OpReply> {
+  const paths = mdPaths(req);
+  return reply(await logRefusal(sys, 'md unplug', () => sys.store.unplug(paths)));
+}
+
 // ------------------------------------------------------------------ authentication (lib/auth.ts)
 
 async function auth(sys: System, req: OpRequest): Promise<OpReply> {
@@ -494,4 +530,7 @@ export const OPS: ReadonlyMap<number, OpDef> = new Map<number, OpDef>([
   [Op.STAT_SHEEP,             op('STAT_SHEEP',            'local',   'admin',  statSheep, false)],
   [Op.STAT_CLUSTER,           op('STAT_CLUSTER',          'local',   'admin',  statCluster, false)],
   [Op.LOCK_LIST,              op('LOCK_LIST',             'local',   'admin',  lockList)],
+  [Op.MD_INFO,                op('MD_INFO',               'local',   'admin',  mdInfo, false)],
+  [Op.MD_PLUG,                op('MD_PLUG',               'local',   'admin',  mdPlug, false)],
+  [Op.MD_UNPLUG,              op('MD_UNPLUG',             'local',   'admin',  mdUnplug, false)],
 ]);

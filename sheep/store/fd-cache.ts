@@ -21,8 +21,9 @@ export class FdCache {
   async use<T>(oid: bigint, file: string | (() => string), fn: (fh: fs.FileHandle) => Promise<T>): Promise<T> {
     let e = this.fds.get(oid);
     if (!e || e.stale) {
-      const name = typeof file === 'string' ? file : file();
       for (;;) {
+        // asked again after a replaced file: the object may have moved to another disk meanwhile
+        const name = typeof file === 'string' ? file : file();
         const fh = await this.open(oid, name);
         if (!fh) continue; // the object was replaced while it opened: a write must reach the new file
         e = this.fds.get(oid);
