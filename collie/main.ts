@@ -18,6 +18,7 @@ import { vdiTrack } from './vdi-track.js';
 import { vdiDumpInode } from './vdi-inode.js';
 import { completionScript } from './completion.js';
 import { registerClusterSnapshot } from './cluster-snapshot.js';
+import { registerBenchmark } from './benchmark.js';
 
 function intArg(min: number, max: number) {
   return (v: string): number => {
@@ -112,6 +113,7 @@ conn(recover.command('disable').description('disable automatic recovery (members
 conn(cluster.command('shutdown').description('stop every sheep of the cluster (data is flushed first)'))
   .action(act(async (o: Opts) => clusterShutdown(o)));
 registerClusterSnapshot(cluster, conn, act);
+registerBenchmark(program, conn, act);
 
 // ------------------------------------------------------------------ node
 const node = program.command('node').description('node information');

@@ -75,6 +75,27 @@ test('a VDI of 64 MiB objects (-z 26) is written and read back whole: requests s
   assert.equal((await collie(sheep.port, ['vdi', 'delete', 'big-objects'])).code, 0);
 });
 
+test('benchmark io overwrites the objects of a preallocated VDI with zeros and reports the rate; a VDI with holes is refused', async () => {
+  assert.equal((await collie(sheep.port, ['vdi', 'create', '-P', 'bench', '16M'])).code, 0);
+  assert.equal((await collie(sheep.port, ['vdi', 'write', 'bench', '0', '1M'], crypto.randomBytes(MB))).code, 0);
+  const b = await collie(sheep.port, ['benchmark', 'io', 'bench', '-f', '-t', '12', '-w', 'fixed', '-n', '3']);
+  assert.equal(b.code, 0, b.stderr);
+  assert.match(b.stdout.toString(), /^12 writes of 4\.0 MB \(48 MB\) in [\d.]+ s with 3 in flight: [\d.]+ [KMG]B\/s, [\d.]+ writes\/s, latency p50 [\d.]+ ms, p99 [\d.]+ ms\n$/);
+  const raw = (await collie(sheep.port, ['benchmark', 'io', 'bench', '-f', '-t', '4', '-r'])).stdout.toString().trim().split(' ');
+  assert.equal(raw[0], '4');
+  assert.equal(raw[1], String(16 * MB));
+  const r = await collie(sheep.port, ['vdi', 'read', 'bench', '0', '16M']);
+  assert.ok(r.stdout.equals(Buffer.alloc(16 * MB)), 'the benchmark erased the data, as it warns');
+  assert.equal((await collie(sheep.port, ['vdi', 'create', 'sparse', '16M'])).code, 0);
+  const h = await collie(sheep.port, ['benchmark', 'io', 'sparse', '-f']);
+  assert.equal(h.code, 1);
+  assert.match(h.stderr, /VDI sparse has unallocated data/);
+  const w = await collie(sheep.port, ['benchmark', 'io', 'bench']);
+  assert.notEqual(w.code, 0, 'without -f and without a terminal it refuses');
+  assert.match(w.stderr, /not confirmed; nothing written/);
+  for (const n of ['bench', 'sparse']) assert.equal((await collie(sheep.port, ['vdi', 'delete', n])).code, 0);
+});
+
 test('vdi list shows size, the used space and the VDI id', async () => {
   const l = (await collie(sheep.port, ['vdi', 'list'])).stdout.toString().split('\n');
   assert.equal(l[0], '  Name        Id    Size    Used  Shared    Creation time   VDI id  Copies  Tag   Block Size Shift');
