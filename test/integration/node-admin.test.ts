@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { SheepProcess, freePort, tempDir, collie, collieHash, stopSequencer, COLLIE } from '../helpers/sheep.js';
+import { SheepProcess, freePort, tempDir, collie, collieHash, stopSequencer, run, COLLIE } from '../helpers/sheep.js';
 import { loopFsUnavailable, mountLoopFs, type LoopFs } from '../helpers/loopfs.js';
 import { OpenVdi } from '../../lib/vdi-io.js';
 import { Op } from '../../lib/proto.js';
@@ -379,6 +379,34 @@ describe('cluster reweight', () => {
       await fs.rm(base, { recursive: true, force: true });
     }
   });
+});
+
+describe('cluster reweight with a cluster key', () => {
+  for (const extra of [[], ['--peer-tls']]) {
+    test(`the sheep asks the other nodes for their disk size as a peer${extra.length ? ' over TLS' : ''}`, async () => {
+      const base = await tempDir('reweight-key-');
+      const key = path.join(base, 'cluster.key');
+      const sheep: SheepProcess[] = [];
+      try {
+        assert.equal((await run(process.execPath, [COLLIE, 'cluster', 'keygen', key])).code, 0);
+        for (let i = 0; i < 2; i++) {
+          sheep.push(await new SheepProcess(path.join(base, `s${i}`), await freePort(), ['--cluster-key', key, ...extra, '-c', `local:${base}/group`, '-z', String(i)]).start());
+        }
+        assert.equal((await collie(sheep[0].port, ['cluster', 'format', '-c', '1', '-k', key])).code, 0);
+        const r = await collie(sheep[0].port, ['cluster', 'reweight', '-k', key]);
+        // both stores on one filesystem: the same capacity, the default weight each
+        assert.equal(r.code, 0, r.stderr);
+        const list = (await collie(sheep[1].port, ['node', 'list', '-r', '-k', key])).stdout.toString().trim().split('\n');
+        assert.deepEqual(list.map((l) => l.split(' ')[2]), ['64', '64']);
+        // without the key, administration is refused
+        assert.notEqual((await collie(sheep[0].port, ['cluster', 'reweight'])).code, 0);
+      } finally {
+        for (const s of sheep) await s.stop();
+        await stopSequencer(`${base}/group`);
+        await fs.rm(base, { recursive: true, force: true });
+      }
+    });
+  }
 });
 
 // ------------------------------------------------------------------ cluster alter-copy
