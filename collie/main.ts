@@ -152,8 +152,8 @@ const vnodes = node.command('vnodes').description("set the node's vnodes (its we
 conn(vnodes.command('set').description("set the vnodes of the node collie talks to: decided for the whole cluster, a new epoch, then recovery moves objects to match (until the sheep restarts: give it --vnodes to keep)")
   .argument('<num of vnodes>', '1..65535'))
   .action(act(async (n: string, o: Opts) => nodeVnodesSet(n, o)));
-node.command('format').description('initialize the store format of a node: not supported (a store has one format, which sheep sets up itself)')
-  .argument('[directory of sheep]').argument('[store format]')
+conn(node.command('format').description('initialize the store format of a node: not supported (a store has one format, which sheep sets up itself)')
+  .argument('[directory of sheep]').argument('[store format]'))
   .action(act(async () => nodeFormat()));
 
 // ------------------------------------------------------------------ vdi

@@ -514,7 +514,8 @@ export class Membership {
     let changed = false;
     for (const [nid, vnodes] of weights) {
       const m = this.nodes.find((n) => n.info.nid === nid);
-      if (!m || m.info.vnodes === 0 || m.info.vnodes === vnodes) continue;
+      // only a failed disk takes a node to 0 (diskFailed), never a weight change
+      if (!m || m.info.vnodes === 0 || vnodes < 1 || m.info.vnodes === vnodes) continue;
       this.s.log.info({ node: nid, vnodes, old: m.info.vnodes }, 'node weight (vnodes) changed');
       m.info = { ...m.info, vnodes };
       // a node that joins the group again announces the weight it has now

@@ -108,6 +108,12 @@ describe('--help', () => {
   }
 });
 
+test('node format is refused with the reason: a store has one format, which sheep lays out itself', async () => {
+  const r = await collie(1, ['node', 'format', '/var/lib/sheepdog', 'plain']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /node format is not supported: .*one store format.*cluster format/s);
+});
+
 // ------------------------------------------------------------------ node kill
 
 describe('node kill', () => {
