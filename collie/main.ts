@@ -19,6 +19,8 @@ import { vdiDumpInode } from './vdi-inode.js';
 import { completionScript } from './completion.js';
 import { registerClusterSnapshot } from './cluster-snapshot.js';
 import { registerBenchmark } from './benchmark.js';
+import { nodeKill, nodeStat, nodeLogLevelGet, nodeLogLevelSet, nodeLogLevelList, nodeVnodesSet, nodeFormat } from './node-admin.js';
+import { clusterReweight, clusterAlterCopy, clusterCheck } from './cluster-admin.js';
 
 function intArg(min: number, max: number) {
   return (v: string): number => {
@@ -114,6 +116,14 @@ conn(cluster.command('shutdown').description('stop every sheep of the cluster (d
   .action(act(async (o: Opts) => clusterShutdown(o)));
 registerClusterSnapshot(cluster, conn, act);
 registerBenchmark(program, conn, act);
+conn(cluster.command('reweight').description("set every node's vnodes from the capacity of its store (the default vnodes times its capacity over the average): one new epoch, then recovery moves objects to match"))
+  .action(act(async (o: Opts) => clusterReweight(o)));
+conn(cluster.command('alter-copy').description("set the cluster's redundancy level: the default copies of VDIs created from now on (existing VDIs keep theirs)"))
+  .option('-c, --copies <n>', 'the default number of copies (default: 3)', intArg(1, 31))
+  .option('-f, --force', 'do not prompt for confirmation', false)
+  .action(act(async (o: Opts) => clusterAlterCopy({ ...o, copies: o.copies as number | undefined, force: Boolean(o.force) })));
+conn(cluster.command('check').description('check and repair every VDI and snapshot of the cluster (vdi check of each: missing copies rebuilt, differing copies made the same)'))
+  .action(act(async (o: Opts) => clusterCheck(o)));
 
 // ------------------------------------------------------------------ node
 const node = program.command('node').description('node information');
@@ -128,6 +138,26 @@ conn(recovery.command('set-throttle').description('recover at most MAX objects p
   .action(act(async (max: string, interval: string, o: Opts) => nodeSetThrottle(max, interval, o)));
 conn(recovery.command('get-throttle').description('show the recovery throttle of this node'))
   .action(act(async (o: Opts) => nodeGetThrottle(o)));
+conn(node.command('kill').description('stop a node cleanly, as on SIGTERM (it flushes and leaves; the others go on with a new epoch and recover)')
+  .argument('[node id]', 'the node to stop, as `node list` numbers them'), true)
+  .option('-l, --local', 'stop the node collie talks to (-a/-p)', false)
+  .action(act(async (id: string | undefined, o: Opts) => nodeKill(id, { ...o, local: Boolean(o.local) })));
+conn(node.command('stat').description('show request counters of the node collie talks to: by front end (Client: port 7000, Peer: other sheep, NBD), as its /metrics counts them'), true)
+  .option('-w, --watch', 'print them every second, with the last second\'s bandwidth and requests (until Ctrl-C)', false)
+  .action(act(async (o: Opts) => nodeStat({ ...o, watch: Boolean(o.watch) })));
+const nodeLog = node.command('log').description('show or set the log level of the node');
+const logLevel = nodeLog.command('level').description("manipulate the log level of the node collie talks to (pino's levels; the original's syslog names are accepted too)");
+conn(logLevel.command('get').description('show the current log level')).action(act(async (o: Opts) => nodeLogLevelGet(o)));
+conn(logLevel.command('set').description('set a new log level (at once, until the sheep restarts)').argument('<log level>', 'fatal, error, warn, info, debug, trace, or emerg, alert, crit, err, warning, notice'))
+  .action(act(async (level: string, o: Opts) => nodeLogLevelSet(level, o)));
+logLevel.command('list').description('list the log levels a sheep accepts').action(act(async () => nodeLogLevelList()));
+const vnodes = node.command('vnodes').description("set the node's vnodes (its weight in placement)");
+conn(vnodes.command('set').description("set the vnodes of the node collie talks to: decided for the whole cluster, a new epoch, then recovery moves objects to match (until the sheep restarts: give it --vnodes to keep)")
+  .argument('<num of vnodes>', '1..65535'))
+  .action(act(async (n: string, o: Opts) => nodeVnodesSet(n, o)));
+conn(node.command('format').description('initialize the store format of a node: not supported (a store has one format, which sheep sets up itself)')
+  .argument('[directory of sheep]').argument('[store format]'))
+  .action(act(async () => nodeFormat()));
 
 const md = node.command('md').description("a node's disks (sheep DIR,DISK1,DISK2,...): show, plug and unplug them");
 conn(md.command('info').description('show multi-disk information: size, use and state of each disk of the node'), true)

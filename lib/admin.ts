@@ -169,3 +169,54 @@ export interface MdInfoReply {
 export interface MdPathsArgs {
   paths: string[];
 }
+
+/** STAT: one front end's request counters, as the sheep's Prometheus metrics count them. */
+export interface FrontendStat {
+  /** requests being served now (sheep_requests_in_flight) */
+  active: number;
+  /** requests answered, by opcode or NBD command name (sheep_requests_total) */
+  ops: Record<string, number>;
+  /** requests answered with an error, by opcode or NBD command (sheep_request_errors_total) */
+  errors: Record<string, number>;
+  /** data bytes sent in replies (sheep_read_bytes_total) */
+  readBytes: number;
+  /** data bytes received in write requests (sheep_written_bytes_total) */
+  writtenBytes: number;
+}
+
+/** STAT: where requests came in: port 7000 clients (QEMU, collie), other sheep, NBD clients. */
+export interface NodeStatReply {
+  sheepdog: FrontendStat;
+  peer: FrontendStat;
+  nbd: FrontendStat;
+}
+
+/** GET_LOGLEVEL's reply and SET_LOGLEVEL's argument: a pino level name. */
+export interface LogLevelArgs {
+  level: string;
+  /** pino's number for it (replies only) */
+  value?: number;
+}
+
+/** SET_VNODES */
+export interface SetVnodesArgs {
+  vnodes: number;
+}
+
+/** SET_VNODES and REWEIGHT: the weights after the decision, and whether it added an epoch. */
+export interface VnodesReply {
+  /** [nid, vnodes] of every member */
+  nodes: Array<[string, number]>;
+  changed: boolean;
+  epoch: number;
+}
+
+/** ALTER_CLUSTER_COPY: the default copies of VDIs created from now on */
+export interface ClusterCopiesArgs {
+  copies: number;
+}
+
+export interface ClusterCopiesReply {
+  old: number;
+  copies: number;
+}

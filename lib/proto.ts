@@ -43,6 +43,13 @@ export const Op = {
   MD_INFO: 0xb1,
   MD_PLUG: 0xb2,
   MD_UNPLUG: 0xb3,
+  // the original's numbers: node and cluster administration (`collie node stat|log|vnodes`, `cluster reweight|alter-copy`)
+  REWEIGHT: 0xb5,
+  STAT: 0xb8,
+  GET_LOGLEVEL: 0xb9,
+  SET_LOGLEVEL: 0xba,
+  ALTER_CLUSTER_COPY: 0xbf,
+  SET_VNODES: 0xcc,
   // ours: lock table listing and forced unlock for `collie vdi lock`
   LOCK_LIST: 0xc0,
   LOCK_FORCE_RELEASE: 0xc1,

@@ -25,7 +25,7 @@ import { raiseFdLimit } from './util/limits.js';
 import { parseThrottle } from './replication/recovery.js';
 import type { Throttle } from '../lib/admin.js';
 import type { GroupDriver } from './cluster/driver.js';
-import type { NodeInfo } from '../lib/node.js';
+import { DEFAULT_VNODES, MAX_VNODES, type NodeInfo } from '../lib/node.js';
 
 export const VERSION = '0.1.0';
 
@@ -177,7 +177,7 @@ function parseArgs(argv: string[]): { dir: string; disks: string[]; opts: SheepO
     .addOption(new Option('-l, --log-level <level>', 'log level').choices([...LOG_LEVELS]).default('info'))
     .option('-c, --cluster <driver>', 'cluster driver: local[:DIR] (sheep on this machine sharing DIR, default /run/sheepdog/local for root, else $XDG_RUNTIME_DIR/sheepdog-local), corosync[:GROUP] (a rack: corosync\'s totem ring) or zookeeper:HOST:PORT[,HOST:PORT...][/CHROOT][,timeout=SECONDS] (past one ring: a ZooKeeper ensemble; base znode /sheepdog, session timeout 10 s)', 'local')
     .option('-z, --zone <zone>', 'zone id: replicas go to distinct zones (default: derived from the address, so one zone per machine)', intArg(0, 2 ** 32 - 1))
-    .option('-V, --vnodes <n>', 'virtual nodes on the placement ring', intArg(1, 65535), 64)
+    .option('-V, --vnodes <n>', 'virtual nodes on the placement ring', intArg(1, MAX_VNODES), DEFAULT_VNODES)
     .option('-R, --recovery <max=N,interval=MS>', 'throttle recovery: at most N objects copied per MS milliseconds', recoveryArg, { max: 0, interval: 0 })
     .option('--nbd [[host:]port]', 'serve VDIs over NBD (default port 10809): export NAME, or NAME@TAG / NAME@SNAPID read-only')
     .option('--nbd-socket <path>', 'serve NBD on this Unix socket too')
@@ -409,6 +409,7 @@ async function run(dir: string, givenDisks: string[], o: SheepOptions, ready: (e
     void stop('cluster driver lost', 1);
   };
   sys.onShutdown = () => void stop('cluster shutdown');
+  sys.onKill = () => void stop('collie node kill');
   await sys.start();
   // copies nothing maps (deletes this node missed, failed creates) are reclaimed after joining and
   // then every half grace period; deletes and finished recoveries sweep at once

@@ -19,6 +19,8 @@ export interface MembershipView {
   checkResume(forced: boolean): Promise<void>;
   /** a member's disk failed: placement leaves it out from a new epoch on */
   diskFailed(nid: string, reason: string): Promise<void>;
+  /** members get new weights: a new epoch when any changed (true) */
+  setVnodes(weights: Array<[string, number]>): Promise<boolean>;
 }
 
 export class Decisions {
@@ -105,7 +107,22 @@ export class Decisions {
         return this.applyAutoRecovery(op.enabled);
       case 'diskFailed':
         return this.m.diskFailed(op.nid, op.reason);
+      case 'vnodes':
+        return this.m.setVnodes(op.weights);
+      case 'copies':
+        return this.applyCopies(op.copies);
     }
+  }
+
+  /** `collie cluster alter-copy`: the default for VDIs created from now on; existing VDIs keep theirs. */
+  private async applyCopies(copies: number): Promise<{ old: number; copies: number }> {
+    const cfg = this.s.config;
+    if (!cfg) throw new SdError(Res.WAIT_FOR_FORMAT);
+    const old = cfg.copies;
+    this.s.config = { ...cfg, copies };
+    await this.s.persist('config', () => writeConfig(this.s.dir, this.s.config!));
+    this.s.log.info({ copies, old }, 'cluster default copies changed');
+    return { old, copies };
   }
 
 

@@ -37,7 +37,9 @@ export class EpochLog {
 
   async append(rec: EpochRecord): Promise<void> {
     await writeFileDurable(this.file(rec.epoch), JSON.stringify(rec) + '\n');
-    this.records = [...this.records.filter((r) => r.epoch !== rec.epoch), rec].sort((a, b) => a.epoch - b.epoch);
+    // a copy: the record must not change with the live node objects it was made from (a weight change)
+    const kept: EpochRecord = { ...rec, nodes: rec.nodes.map((n) => ({ ...n })) };
+    this.records = [...this.records.filter((r) => r.epoch !== rec.epoch), kept].sort((a, b) => a.epoch - b.epoch);
   }
 
   /** All records, oldest first. */

@@ -505,6 +505,27 @@ export class Membership {
     await this.membershipChanged();
   }
 
+  /**
+   * New weights for members (a decision, so every node applies it at the same point): the ring
+   * changes with them, so a new epoch moves objects by recovery, as any membership change does. A
+   * member whose disk failed keeps no vnodes; nids that are not members are ignored.
+   */
+  async setVnodes(weights: Array<[string, number]>): Promise<boolean> {
+    let changed = false;
+    for (const [nid, vnodes] of weights) {
+      const m = this.nodes.find((n) => n.info.nid === nid);
+      // only a failed disk takes a node to 0 (diskFailed), never a weight change
+      if (!m || m.info.vnodes === 0 || vnodes < 1 || m.info.vnodes === vnodes) continue;
+      this.s.log.info({ node: nid, vnodes, old: m.info.vnodes }, 'node weight (vnodes) changed');
+      m.info = { ...m.info, vnodes };
+      // a node that joins the group again announces the weight it has now
+      if (nid === this.s.me.nid) this.s.me.vnodes = vnodes;
+      changed = true;
+    }
+    if (changed) await this.membershipChanged();
+    return changed;
+  }
+
   async newEpoch(epoch: number): Promise<void> {
     this.s.epoch = epoch;
     await this.s.persist('epoch log', () => this.s.epochLog.append({ epoch, time: Date.now(), nodes: this.members }));

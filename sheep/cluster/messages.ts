@@ -27,7 +27,11 @@ export type ClusterOp =
   | { kind: 'forceRecover' }
   | { kind: 'autoRecovery'; enabled: boolean }
   /** a node's disk failed: it stays a member (a gateway) but holds no copies from the next epoch on */
-  | { kind: 'diskFailed'; nid: string; reason: string };
+  | { kind: 'diskFailed'; nid: string; reason: string }
+  /** new weights (vnodes) for members, by nid: `collie node vnodes set`, `collie cluster reweight` */
+  | { kind: 'vnodes'; weights: Array<[string, number]> }
+  /** the default copies of VDIs created from now on (`collie cluster alter-copy`) */
+  | { kind: 'copies'; copies: number };
 
 /** What sheep say to each other through the cluster driver, in one total order. */
 export type GroupMsg =

@@ -22,6 +22,7 @@ import { Decisions } from './decisions.js';
 import { GroupCodec } from './group-codec.js';
 import type { ClusterOp } from './messages.js';
 import type { GroupDriver } from './driver.js';
+import type { PeerAuth } from '../replication/peer-connect.js';
 
 export type { Status } from './state.js';
 
@@ -36,6 +37,10 @@ export class System {
   private readonly decisions: Decisions;
   /** attribute updates probe and write objects: one at a time per VDI */
   private readonly attrMutex = new KeyedMutex<string>();
+  /** how this node proves itself to other sheep (admin ops that ask every member use it too) */
+  readonly peerAuth: PeerAuth;
+  /** hook the daemon sets: stop this sheep as on SIGTERM, a clean leave (`collie node kill`) */
+  onKill: () => void = () => undefined;
 
   constructor(
     readonly dir: string,
@@ -59,6 +64,7 @@ export class System {
       objectSize: (oid: bigint) => objectSize(this, oid),
       peerAuth: { key: clusterKey, tls: peerTls },
     };
+    this.peerAuth = placement.peerAuth;
     this.gateway = new Gateway(store, { ...placement, membershipChange: (ms) => this.membershipChange(ms), ioAllowed: () => this.ioAllowed() }, log);
     this.vdis = new VdiTable(this.gateway, log);
     this.vdis.onHeaderChange = async (update) => { await this.decide({ kind: 'header', update }); };

@@ -188,8 +188,8 @@ export class Listener extends SocketServer {
         .then((rep) => {
           inflight--;
           // the bytes stay charged until the reply left for the kernel: unread replies count too
-          if (!sock.destroyed) this.send(sock, hdr, rep, () => give(c));
-          else give(c);
+          if (!sock.destroyed) this.send(sock, hdr, rep, () => { give(c); rep.afterSent?.(); });
+          else { give(c); rep.afterSent?.(); }
           throttle();
         })
         .catch((e) => {

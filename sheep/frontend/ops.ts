@@ -18,7 +18,13 @@ import { SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT } from '../../lib/inod
 import { vdiAttr } from '../vdi/vdi-attr.js';
 import { vdiNameProblem } from '../../lib/vdi-name.js';
 import { metrics } from '../util/metrics.js';
-import type { StatSheepArgs, AttrRequest, MakeFsArgs, NodeListReply, StatSheepReply, StatClusterReply, Throttle, ForceReleaseArgs, MdInfoReply, MdPathsArgs } from '../../lib/admin.js';
+import type {
+  StatSheepArgs, AttrRequest, MakeFsArgs, NodeListReply, StatSheepReply, StatClusterReply, Throttle, ForceReleaseArgs, MdInfoReply, MdPathsArgs,
+  LogLevelArgs, SetVnodesArgs, VnodesReply, ClusterCopiesArgs, ClusterCopiesReply,
+} from '../../lib/admin.js';
+import { toPinoLevel, levelList } from '../../lib/log-levels.js';
+import { MAX_VNODES } from '../../lib/node.js';
+import { autoVnodes, memberCapacities } from '../cluster/reweight.js';
 import { checkRange, objRead, objWrite, objCreate, objectSize, MAX_DATA_LENGTH } from '../vdi/object-io.js';
 import { SD_INODE_SIZE } from '../../lib/inode.js';
 import { authProof, decodeAuthStep, newNonce, proofMatches, type Role } from '../../lib/auth.js';
@@ -72,6 +78,8 @@ export interface OpReply {
   data?: Buffer;
   vdi?: { vdiId: number; attrId?: number; copies: number; blockSizeShift: number };
   clusterDefault?: { nrCopies: number; copyPolicy: number; blockSizeShift: number };
+  /** runs once the reply left for the kernel (or the connection died first) */
+  afterSent?: () => void;
 }
 
 export interface OpDef {
@@ -456,6 +464,77 @@ async function mdUnplug(sys: System, req: OpRequest): Promise<OpReply> {
   return reply(await logRefusal(sys, 'md unplug', () => sys.store.unplug(paths)));
 }
 
+// ------------------------------------------------------------------ node and cluster administration
+
+/** KILL_NODE: this sheep stops as on SIGTERM (flush, a clean leave); the others add an epoch. */
+async function killNode(sys: System, req: OpRequest): Promise<OpReply> {
+  sys.log.warn({ by: req.conn.peer }, 'asked to stop (collie node kill)');
+  // answer first, then stop: the client must see SUCCESS
+  return { afterSent: () => sys.onKill() };
+}
+
+/** STAT: request counters by front end, the numbers /metrics shows. */
+async function nodeStat(): Promise<OpReply> {
+  const r = await metrics.requestStats();
+  // not counting this request itself, which is in flight while it answers
+  r.sheepdog.active = Math.max(0, r.sheepdog.active - 1);
+  return reply(r);
+}
+
+async function getLoglevel(sys: System): Promise<OpReply> {
+  const r: LogLevelArgs = { level: sys.log.level, value: sys.log.levelVal };
+  return reply(r);
+}
+
+async function setLoglevel(sys: System, req: OpRequest): Promise<OpReply> {
+  const a = args<LogLevelArgs>(req);
+  const level = typeof a.level === 'string' ? toPinoLevel(a.level) : null;
+  if (!level) throw new SdError(Res.INVALID_PARMS, `unknown log level; use one of:\n${levelList()}`);
+  const old = sys.log.level;
+  sys.log.level = level;
+  sys.log.info({ level, old, asked: a.level }, 'log level changed');
+  const r: LogLevelArgs = { level, value: sys.log.levelVal };
+  return reply(r);
+}
+
+function vnodesReply(sys: System, changed: boolean): OpReply {
+  const r: VnodesReply = { nodes: sys.members.map((n) => [n.nid, n.vnodes]), changed, epoch: sys.epoch };
+  return reply(r);
+}
+
+/** SET_VNODES: this node's weight, decided for the whole cluster (a new epoch moves objects). */
+async function setVnodes(sys: System, req: OpRequest): Promise<OpReply> {
+  const a = args<SetVnodesArgs>(req);
+  const n = Number(a.vnodes);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_VNODES) throw new SdError(Res.INVALID_PARMS, `vnodes must be an integer 1..${MAX_VNODES}`);
+  if (sys.store.failed) throw new SdError(Res.EIO, `this node's disk failed (${sys.store.failed}): it holds no copies and keeps no vnodes`);
+  const changed = await sys.decide<boolean>({ kind: 'vnodes', weights: [[sys.me.nid, n]] });
+  return vnodesReply(sys, changed);
+}
+
+/** REWEIGHT: every member's weight from its store's capacity, in one decision (one new epoch). */
+async function reweight(sys: System): Promise<OpReply> {
+  let capacities: Array<[string, number]>;
+  try {
+    capacities = await memberCapacities(sys);
+  } catch (e) {
+    sys.log.warn({ err: (e as Error).message }, 'reweight failed');
+    throw e;
+  }
+  const weights = autoVnodes(capacities);
+  sys.log.info({ capacities, weights }, 'reweight: vnodes from store capacity');
+  const changed = await sys.decide<boolean>({ kind: 'vnodes', weights });
+  return vnodesReply(sys, changed);
+}
+
+/** ALTER_CLUSTER_COPY: the default copies for VDIs created from now on (existing VDIs keep theirs). */
+async function alterClusterCopy(sys: System, req: OpRequest): Promise<OpReply> {
+  const a = args<ClusterCopiesArgs>(req);
+  const copies = Number(a.copies);
+  if (!Number.isInteger(copies) || copies < 1 || copies > 31) throw new SdError(Res.INVALID_PARMS, 'copies must be 1..31');
+  return reply(await sys.decide<ClusterCopiesReply>({ kind: 'copies', copies }));
+}
+
 // ------------------------------------------------------------------ authentication (lib/auth.ts)
 
 async function auth(sys: System, req: OpRequest): Promise<OpReply> {
@@ -527,10 +606,18 @@ export const OPS: ReadonlyMap<number, OpDef> = new Map<number, OpDef>([
   [Op.SET_RECOVERY_THROTTLE,  op('SET_RECOVERY_THROTTLE', 'local',   'admin',  setRecoveryThrottle, false)],
   [Op.GET_RECOVERY_THROTTLE,  op('GET_RECOVERY_THROTTLE', 'local',   'admin',  getRecoveryThrottle, false)],
   [Op.GET_NODE_LIST,          op('GET_NODE_LIST',         'local',   'admin',  getNodeList, false)],
-  [Op.STAT_SHEEP,             op('STAT_SHEEP',            'local',   'admin',  statSheep, false)],
+  // peer role too: `cluster reweight` asks every member for its disk size
+  [Op.STAT_SHEEP,             op('STAT_SHEEP',            'local',   'peer',   statSheep, false)],
   [Op.STAT_CLUSTER,           op('STAT_CLUSTER',          'local',   'admin',  statCluster, false)],
   [Op.LOCK_LIST,              op('LOCK_LIST',             'local',   'admin',  lockList)],
   [Op.MD_INFO,                op('MD_INFO',               'local',   'admin',  mdInfo, false)],
   [Op.MD_PLUG,                op('MD_PLUG',               'local',   'admin',  mdPlug, false)],
   [Op.MD_UNPLUG,              op('MD_UNPLUG',             'local',   'admin',  mdUnplug, false)],
+  [Op.KILL_NODE,              op('KILL_NODE',             'local',   'admin',  killNode, false)],
+  [Op.STAT,                   op('STAT',                  'local',   'admin',  nodeStat, false)],
+  [Op.GET_LOGLEVEL,           op('GET_LOGLEVEL',          'local',   'admin',  getLoglevel, false)],
+  [Op.SET_LOGLEVEL,           op('SET_LOGLEVEL',          'local',   'admin',  setLoglevel, false)],
+  [Op.SET_VNODES,             op('SET_VNODES',            'cluster', 'admin',  setVnodes)],
+  [Op.REWEIGHT,               op('REWEIGHT',              'cluster', 'admin',  reweight)],
+  [Op.ALTER_CLUSTER_COPY,     op('ALTER_CLUSTER_COPY',    'cluster', 'admin',  alterClusterCopy)],
 ]);

@@ -44,11 +44,13 @@ export function createLogger(dir: string, level: string, foreground: boolean): {
     flush(): void { if (!fileFailed) file.flush(); },
     flushSync(): void { if (!fileFailed) file.flushSync(); },
   };
-  const streams: pino.StreamEntry[] = [{ level: level as pino.Level, stream: guarded }];
+  // the streams take every level: the logger's own level filters, so `collie node log level set`
+  // (log.level = ...) reaches the file and stderr alike
+  const streams: pino.StreamEntry[] = [{ level: 'trace', stream: guarded }];
   if (foreground) {
     // on a terminal a person reads it: one short line per record; piped (journald, a file) it stays JSON
     const stderr = pino.destination(2);
-    streams.push({ level: level as pino.Level, stream: process.stderr.isTTY ? { write: (line: string) => stderr.write(humanLine(line)) } : stderr });
+    streams.push({ level: 'trace', stream: process.stderr.isTTY ? { write: (line: string) => stderr.write(humanLine(line)) } : stderr });
   }
   const log = pino({ level, base: { pid: process.pid } }, pino.multistream(streams));
   const reopen = () => {

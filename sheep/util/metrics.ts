@@ -4,6 +4,7 @@
 // State that already lives elsewhere (epoch, members, disk, recovery) is read when scraped.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { FrontendStat, NodeStatReply } from '../../lib/admin.js';
 
 /** Where a request came in: QEMU and collie on port 7000, other sheep on port 7000, NBD clients. */
 export type Frontend = 'sheepdog' | 'peer' | 'nbd';
@@ -186,6 +187,21 @@ export class Metrics {
 
   recoveryCopy(): void {
     this.recoveryCopied.inc();
+  }
+
+  /**
+   * The request counters by front end (`collie node stat`), read from the same prom-client series
+   * /metrics shows, so the two never disagree.
+   */
+  async requestStats(): Promise<NodeStatReply> {
+    const empty = (f: Frontend): FrontendStat => ({ active: this.inflightNow[f], ops: {}, errors: {}, readBytes: 0, writtenBytes: 0 });
+    const r: NodeStatReply = { sheepdog: empty('sheepdog'), peer: empty('peer'), nbd: empty('nbd') };
+    const of = (labels: Record<string, unknown>) => r[labels.frontend as Frontend] as FrontendStat | undefined;
+    for (const v of (await this.requests.get()).values) { const f = of(v.labels); if (f) f.ops[String(v.labels.op)] = v.value; }
+    for (const v of (await this.errors.get()).values) { const f = of(v.labels); if (f) f.errors[String(v.labels.op)] = v.value; }
+    for (const v of (await this.readBytes.get()).values) { const f = of(v.labels); if (f) f.readBytes = v.value; }
+    for (const v of (await this.writtenBytes.get()).values) { const f = of(v.labels); if (f) f.writtenBytes = v.value; }
+    return r;
   }
 
   /** The Prometheus text exposition of every metric. */
