@@ -82,15 +82,22 @@ export class EpochLog {
     });
   }
 
-  /** All records, oldest first (read from the files: cluster info asks, rarely). */
+  /**
+   * All records, oldest first (read from the files: cluster info asks, rarely). On a failed disk the
+   * node still answers, with the records it has in memory.
+   */
   readAll(): Promise<EpochRecord[]> {
     return this.serial(async () => {
-      const out: EpochRecord[] = [];
-      for (const e of await this.epochs()) {
-        const r = await this.readRecord(e);
-        if (r) out.push(r);
+      try {
+        const out: EpochRecord[] = [];
+        for (const e of await this.epochs()) {
+          const r = await this.readRecord(e);
+          if (r) out.push(r);
+        }
+        return out;
+      } catch {
+        return [...this.recent];
       }
-      return out;
     });
   }
 
