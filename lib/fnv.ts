@@ -34,3 +34,33 @@ export function fnv1a64(data: Uint8Array | string, seed: bigint = FNV64_OFFSET):
 export function nameToVid(name: string): number {
   return Number(fnv1a64(name) & 0xffffffn);
 }
+
+/**
+ * A ring point without BigInt: FNV-1a-64 of `name`, hashed once more as its 8 little-endian bytes
+ * (the same value as fnv1a64(le64(fnv1a64(name)))), written to out[0] (low 32 bits) and out[1]
+ * (high). Building a ring hashes every vnode of every node; BigInts made that the slow part.
+ */
+export function ringPointWords(name: string, out: Uint32Array): void {
+  const h = out;
+  h[0] = Number(FNV64_OFFSET & 0xffffffffn);
+  h[1] = Number(FNV64_OFFSET >> 32n);
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c >= 0x80) {
+      // not ASCII: hash the UTF-8 bytes like fnv1a64 does
+      const bytes = Buffer.from(name.slice(i), 'utf8');
+      for (const b of bytes) { h[0] = (h[0] ^ b) >>> 0; mulPrime(h); }
+      break;
+    }
+    h[0] = (h[0] ^ c) >>> 0;
+    mulPrime(h);
+  }
+  const lo = h[0], hi = h[1];
+  h[0] = Number(FNV64_OFFSET & 0xffffffffn);
+  h[1] = Number(FNV64_OFFSET >> 32n);
+  for (let i = 0; i < 8; i++) {
+    const b = i < 4 ? (lo >>> (8 * i)) & 0xff : (hi >>> (8 * (i - 4))) & 0xff;
+    h[0] = (h[0] ^ b) >>> 0;
+    mulPrime(h);
+  }
+}

@@ -9,7 +9,7 @@ import { writeConfig } from '../store/config.js';
 import type { EpochRecord } from './epoch-log.js';
 import type { GroupDriver } from './driver.js';
 import type { GroupCodec } from './group-codec.js';
-import type { GroupMsg, Member, ClusterSnapshot } from './messages.js';
+import { packSnapshot, unpackSnapshot, type GroupMsg, type Member, type ClusterSnapshot } from './messages.js';
 import { saveVdiState, type ClusterState } from './state.js';
 
 /** How long a refusal sent in clear waits for a sealed welcome before it is believed. */
@@ -115,6 +115,14 @@ export class Membership {
 
   private enqueue(gen: number, fn: () => Promise<void>): void {
     this.chain = this.chain.then(() => (gen === this.gen ? fn() : undefined)).catch((e) => this.s.log.error({ err: e }, 'applying a cluster event failed'));
+  }
+
+  /** Resolves once every group event delivered so far (and any it led to) is applied here. */
+  async applied(): Promise<void> {
+    for (let c = this.chain; ; c = this.chain) {
+      await c;
+      if (c === this.chain) return;
+    }
   }
 
   /** The sheep of the cluster, oldest first. */
@@ -327,12 +335,13 @@ export class Membership {
     this.joinedResolve();
   }
 
-  private async snapshot(): Promise<ClusterSnapshot> {
+  /** `history`: the epoch records the receivers need (never the whole history: it grows with every change) */
+  private async snapshot(history: () => Promise<EpochRecord[]>): Promise<ClusterSnapshot> {
     return {
       config: this.s.config,
       status: this.s.status,
       epoch: this.s.epoch,
-      history: this.s.config ? await this.s.epochLog.readAll() : [],
+      history: this.s.config ? await history() : [],
       nodes: this.nodes,
       vdis: this.s.vdis.exportState(),
       autoRecovery: this.s.autoRecovery,
@@ -342,8 +351,7 @@ export class Membership {
   /** The oldest sheep answers join requests: state transfer, or a refusal with the reason. */
   private async answerJoin(from: string, msg: Extract<GroupMsg, { t: 'join' }>): Promise<void> {
     if (this.nodes[0]?.member !== this.member || this.nodes.some((n) => n.member === from)) return;
-    const unknown = this.groupMembers.filter((m) => m !== this.member && !this.joiners.has(m) && !this.foreign.has(m) && !this.nodes.some((n) => n.member === m));
-    if (this.s.status === 'halt' && unknown.length) {
+    if (this.s.status === 'halt' && this.unknownGroupMembers().length) {
       // another side of a split may be in the group too: only one side may take the node in. The
       // sides sort that out first (present), then the merged side answers the repeated join.
       this.s.log.info({ node: msg.node.nid }, 'halted with another side in the group: join left to the merged side');
@@ -362,13 +370,21 @@ export class Membership {
       await this.group.mcast(this.codec.encode({ t: 'reject', to: from, reason } satisfies GroupMsg));
       return;
     }
-    const welcome: GroupMsg = { t: 'welcome', to: from, node: msg.node, storeEpoch: msg.epoch, snapshot: await this.snapshot() };
+    // the joiner gets our record of its last epoch (to check its history is ours) and the latest
+    const snapshot = await this.snapshot(() => this.s.epochLog.forNodeAt(msg.epoch));
+    const welcome: GroupMsg = { t: 'welcome', to: from, node: msg.node, storeEpoch: msg.epoch, snapshot: packSnapshot(snapshot) };
     await this.group.mcast(this.codec.encode(welcome));
+  }
+
+  /** Group members that are neither accepted, joining nor foreign (another side of a split). */
+  private unknownGroupMembers(): string[] {
+    const known = new Set(this.nodes.map((n) => n.member));
+    return this.groupMembers.filter((m) => m !== this.member && !this.joiners.has(m) && !this.foreign.has(m) && !known.has(m));
   }
 
   /** Our welcome: take over the cluster's state, replay what happened since, then count ourselves in. */
   private async welcomed(msg: Extract<GroupMsg, { t: 'welcome' }>): Promise<void> {
-    const snap = msg.snapshot;
+    const snap = unpackSnapshot(msg.snapshot);
     if (snap.status === 'wait_join') {
       // the cluster is restarting: keep our own history until the newest one is chosen (resume)
       this.s.status = 'wait_join';
@@ -395,7 +411,7 @@ export class Membership {
     }
     this.s.config = snap.config;
     if (snap.config) await writeConfig(this.s.dir, snap.config);
-    await this.s.epochLog.replace(snap.history);
+    await this.s.epochLog.adopt(snap.history);
     this.s.epoch = snap.epoch;
     this.s.status = snap.status;
     this.s.autoRecovery = snap.autoRecovery;
@@ -434,7 +450,9 @@ export class Membership {
       return;
     }
     if (missing.length) this.s.log.warn({ missing }, 'recovery forced: going on without these nodes');
-    const snap = await this.snapshot();
+    // every member takes this history over: the records from the oldest store epoch among them on
+    const from = Math.max(1, Math.min(...this.nodes.map((n) => n.storeEpoch)));
+    const snap = await this.snapshot(() => this.s.epochLog.since(from));
     this.resumeSent = true;
     await this.group.mcast(this.codec.encode({ t: 'resume', snapshot: { ...snap, nodes: [] }, forced } satisfies GroupMsg));
   }

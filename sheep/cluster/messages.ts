@@ -1,6 +1,7 @@
 // What sheep say to each other through the cluster driver, in one total order: the membership
 // protocol's messages and the cluster-wide decisions every node applies.
 
+import { pack, unpack } from 'msgpackr';
 import type { NodeInfo } from '../../lib/node.js';
 import type { NewVdiArgs, NewVdiDecision, BaseHeaderFields, HeaderUpdate, VdiState } from '../vdi/vdi-table.js';
 import type { ClusterConfig } from '../store/config.js';
@@ -36,7 +37,8 @@ export type ClusterOp =
 /** What sheep say to each other through the cluster driver, in one total order. */
 export type GroupMsg =
   | { t: 'join'; node: NodeInfo; ctime: number; epoch: number }
-  | { t: 'welcome'; to: string; node: NodeInfo; storeEpoch: number; snapshot: ClusterSnapshot }
+  /** snapshot: a packed ClusterSnapshot (packSnapshot): every member receives the welcome, only `to` unpacks it */
+  | { t: 'welcome'; to: string; node: NodeInfo; storeEpoch: number; snapshot: Uint8Array }
   | { t: 'reject'; to: string; reason: string }
   | { t: 'op'; seq: number; op: ClusterOp }
   /** a side of the cluster announces itself to new group members (a halted side rejoins another) */
@@ -61,4 +63,16 @@ export interface ClusterSnapshot {
   nodes: Member[];
   vdis: VdiState;
   autoRecovery: boolean;
+}
+
+/**
+ * The snapshot in a welcome travels packed apart: all members receive the welcome (a broadcast), and
+ * unpacking its O(nodes) state at every one of them made each join cost O(nodes^2) there.
+ */
+export function packSnapshot(s: ClusterSnapshot): Uint8Array {
+  return pack(s);
+}
+
+export function unpackSnapshot(b: Uint8Array): ClusterSnapshot {
+  return unpack(b) as ClusterSnapshot;
 }

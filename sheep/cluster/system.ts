@@ -189,6 +189,11 @@ export class System {
     return this.membership.membershipChange(ms);
   }
 
+  /** Resolves once every cluster event delivered so far is applied on this node (simulations wait on it). */
+  clusterEventsApplied(): Promise<void> {
+    return this.membership.applied();
+  }
+
   /** hook the daemon sets: stop listeners and exit after a cluster shutdown */
   set onShutdown(fn: () => void) {
     this.decisions.onShutdown = fn;

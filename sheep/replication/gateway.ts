@@ -130,15 +130,26 @@ export class Gateway implements ObjectIo {
 
   constructor(private readonly store: ObjectStore, private readonly ctx: GatewayContext, private readonly log: Logger) {}
 
+  /**
+   * The ring of the current members, derived from the previous one when they changed (only the
+   * nodes that came or left are hashed): built by the first request after a change, not by the
+   * change itself, so a burst of changes (a join storm) costs one ring.
+   */
   private currentRing(): Ring<NodeInfo> {
     const nodes = this.ctx.nodes();
     if (!this.ring || !sameMembers(nodes, this.ringNodes)) {
-      this.ring = new Ring(nodes);
+      this.ring = new Ring(nodes, this.ring ?? undefined);
       this.ringNodes = nodes;
       this.targetCache.clear();
-      for (const [nid, p] of this.peers) if (!nodes.some((n) => n.nid === nid)) { p.close(); this.peers.delete(nid); }
+      this.closeLinksToGone(nodes);
     }
     return this.ring;
+  }
+
+  private closeLinksToGone(nodes: readonly NodeInfo[]): void {
+    if (!this.peers.size) return;
+    const here = new Set(nodes.map((n) => n.nid));
+    for (const [nid, p] of this.peers) if (!here.has(nid)) { p.close(); this.peers.delete(nid); }
   }
 
   /**
@@ -146,7 +157,7 @@ export class Gateway implements ObjectIo {
    * node cut off by a partition fail now and retry on the new placement (not after the peer timeout).
    */
   membersChanged(): void {
-    this.currentRing();
+    this.closeLinksToGone(this.ctx.nodes());
   }
 
   /** The nodes that should hold `oid` now. */

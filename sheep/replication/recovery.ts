@@ -73,7 +73,17 @@ export class Recovery {
   throttle: Throttle = { max: 0, interval: 0 };
   private window = { start: 0, count: 0 };
 
+  /** the last ring built: the next one is derived from it (a membership change moves few points) */
+  private lastRing: Ring<NodeInfo> | null = null;
+
   constructor(private readonly store: ObjectStore, private readonly ctx: RecoveryContext, private readonly log: Logger) {}
+
+  /** The ring of `nodes`, derived from the last one built (or that one again when nothing changed). */
+  private ringOf(nodes: readonly NodeInfo[]): Ring<NodeInfo> {
+    const last = this.lastRing;
+    if (last && last.nodes.length === nodes.length && last.nodes.every((n, i) => n === nodes[i])) return last;
+    return (this.lastRing = new Ring(nodes, last ?? undefined));
+  }
 
   /** Starts recovery for the current epoch, abandoning a run for an older one. */
   start(): void {
@@ -189,7 +199,7 @@ export class Recovery {
   private async run(gen: number, epoch: number): Promise<void> {
     const me = this.ctx.me();
     const nodes = this.ctx.nodes();
-    const ring = new Ring(nodes);
+    const ring = this.ringOf(nodes);
     // who holds what, and at which last-write epoch
     const where = new Map<string, Array<{ node: NodeInfo; epoch: number }>>();
     for (const n of nodes) {
@@ -376,10 +386,12 @@ export class Recovery {
   async setAsideReowned(before: NodeInfo[], now: NodeInfo[]): Promise<number> {
     const me = this.ctx.me().nid;
     if (!before.some((n) => n.nid === me)) return 0; // a returning node set everything aside already
-    const was = new Ring(before);
-    const is = new Ring(now);
+    const oids = await this.store.list();
+    if (!oids.length) return 0;
+    const was = this.ringOf(before);
+    const is = this.ringOf(now);
     let n = 0;
-    for (const oid of await this.store.list()) {
+    for (const oid of oids) {
       const copies = this.ctx.copies(oid);
       if (!is.replicas(oid, copies).some((o) => o.nid === me)) continue;
       if (was.replicas(oid, copies).some((o) => o.nid === me)) continue;

@@ -1,0 +1,101 @@
+// `npm run sim`: simulated clusters of 10, 100 and 1,000 sheep running the real membership, epoch
+// and placement code in one process (test/sim/), and one table of what a membership change costs.
+// SIM_SIZES=10,100 picks the sizes; SIM_OBJECTS the object count for the placement rows (10^6).
+
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { SimCluster } from '../sim/sim-cluster.js';
+import { measureChange, memoryInUse, placementFigures, type ChangeCost, type Placement } from '../sim/measure.js';
+
+interface Figures {
+  n: number;
+  bootS: number;
+  memPerNode: number;
+  join: ChangeCost;
+  leave: ChangeCost;
+  joinStorm: ChangeCost;
+  leaveStorm: ChangeCost;
+  welcomeAfterStorms: number;
+  place: Placement;
+  agree: string;
+}
+
+const STORM = 50;
+
+async function runSize(n: number, objects: number): Promise<Figures> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), `sheep-sim-${n}-`));
+  try {
+    const mem0 = memoryInUse();
+    const c = new SimCluster(dir);
+    const t0 = performance.now();
+    await c.boot(n);
+    c.placement();
+    const bootS = (performance.now() - t0) / 1000;
+    const memPerNode = (memoryInUse() - mem0) / n;
+    const join = await measureChange(c, () => c.join(1));
+    const leave = await measureChange(c, () => c.leave(1));
+    const joinStorm = await measureChange(c, () => c.join(STORM));
+    const leaveStorm = await measureChange(c, () => c.leave(STORM));
+    // a welcome after ~100 more epochs: it must not have grown with the history
+    const again = await measureChange(c, () => c.join(1));
+    const agree = c.disagreement() ?? 'yes';
+    process.stderr.write(`sim: ${n} nodes done (${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
+    return { n, bootS, memPerNode, join, leave, joinStorm, leaveStorm, welcomeAfterStorms: again.largest, place: placementFigures(n, objects), agree };
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+const kb = (b: number) => (b >= 1 << 20 ? `${(b / (1 << 20)).toFixed(1)} MiB` : `${(b / 1024).toFixed(1)} KiB`);
+const ms = (x: number) => (x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(x < 10 ? 2 : 0)} ms`);
+const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+
+/** One row per figure, one column per cluster size. */
+function table(rows: Figures[]): string {
+  const lines: Array<[string, (f: Figures) => string]> = [
+    ['one join: messages / bytes sent', (f) => `${f.join.messages} / ${kb(f.join.bytesSent)}`],
+    ['one join: bytes delivered (size x receivers)', (f) => kb(f.join.bytesDelivered)],
+    ['one join: largest message (the welcome)', (f) => kb(f.join.largest)],
+    ['one join: CPU, all members (max one member)', (f) => `${ms(f.join.cpuSumMs)} (${ms(f.join.cpuMaxMs)})`],
+    ['one join: ring update, all members (max)', (f) => `${ms(f.join.ringSumMs)} (${ms(f.join.ringMaxMs)})`],
+    ['one leave: messages / bytes delivered', (f) => `${f.leave.messages} / ${kb(f.leave.bytesDelivered)}`],
+    ['one leave: CPU, all members (max one member)', (f) => `${ms(f.leave.cpuSumMs)} (${ms(f.leave.cpuMaxMs)})`],
+    ['one leave: ring update, all members (max)', (f) => `${ms(f.leave.ringSumMs)} (${ms(f.leave.ringMaxMs)})`],
+    [`join storm (${STORM} at once): epochs / messages`, (f) => `${f.joinStorm.epochs} / ${f.joinStorm.messages}`],
+    [`join storm: bytes delivered`, (f) => kb(f.joinStorm.bytesDelivered)],
+    [`join storm: CPU, all members (max one member)`, (f) => `${ms(f.joinStorm.cpuSumMs)} (${ms(f.joinStorm.cpuMaxMs)})`],
+    [`join storm: ring update, all members`, (f) => ms(f.joinStorm.ringSumMs)],
+    [`leave storm (${STORM} at once): epochs / messages`, (f) => `${f.leaveStorm.epochs} / ${f.leaveStorm.messages}`],
+    [`leave storm: CPU, all members (max one member)`, (f) => `${ms(f.leaveStorm.cpuSumMs)} (${ms(f.leaveStorm.cpuMaxMs)})`],
+    ['welcome after the storms (history grew)', (f) => kb(f.welcomeAfterStorms)],
+    ['cluster state per node (heap + rings, after GC)', (f) => kb(f.memPerNode)],
+    ['all members agree (members, epoch, running)', (f) => f.agree],
+    ['ring balance: max/mean copies per node', (f) => f.place.maxOverMean.toFixed(3)],
+    ['one join: copies moved (x ideal 1/N)', (f) => `${pct(f.place.joinCopies)} (${(f.place.joinCopies / f.place.joinIdeal).toFixed(2)}x)`],
+    ['one join: objects whose replica set changed', (f) => pct(f.place.joinObjects)],
+    ['one join: objects whose first replica moved (x 1/N)', (f) => `${pct(f.place.joinPrimaries)} (${(f.place.joinPrimaries / f.place.joinIdeal).toFixed(2)}x)`],
+    ['one leave: copies moved (x ideal 1/N)', (f) => `${pct(f.place.leaveCopies)} (${(f.place.leaveCopies / f.place.leaveIdeal).toFixed(2)}x)`],
+    ['bring-up (full-restart path), wall', (f) => `${f.bootS.toFixed(1)} s`],
+  ];
+  const head = ['', ...rows.map((f) => `${f.n.toLocaleString('en')} nodes`)];
+  const body = lines.map(([name, get]) => [name, ...rows.map(get)]);
+  const widths = head.map((_, i) => Math.max(...[head, ...body].map((r) => r[i].length)));
+  const fmt = (r: string[]) => `| ${r.map((c, i) => (i ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(' | ')} |`;
+  return [fmt(head), `|${widths.map((w, i) => (i ? '-'.repeat(w + 1) + ':' : '-'.repeat(w + 2))).join('|')}|`, ...body.map(fmt)].join('\n');
+}
+
+async function main(): Promise<void> {
+  const sizes = (process.env.SIM_SIZES ?? '10,100,1000').split(',').map(Number);
+  const objects = Number(process.env.SIM_OBJECTS ?? 1_000_000);
+  if (!(globalThis as { gc?: unknown }).gc) process.stderr.write('sim: run with --expose-gc for the memory row\n');
+  const rows: Figures[] = [];
+  for (const n of sizes) rows.push(await runSize(n, objects));
+  process.stdout.write(`Simulated clusters (${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} CPUs; 64 vnodes, 3 copies, ${objects.toLocaleString('en')} objects; CPU per change measured member by member)\n\n`);
+  process.stdout.write(table(rows) + '\n');
+}
+
+main().then(() => process.exit(0), (e) => {
+  process.stderr.write(`sim: ${(e as Error).stack ?? e}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,63 @@
+// The simulated cluster (test/sim/): the real membership and placement code over an in-process group.
+
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { SimCluster } from '../sim/sim-cluster.js';
+import { measureChange, placementFigures } from '../sim/measure.js';
+
+async function withCluster(n: number, fn: (c: SimCluster) => Promise<void>): Promise<void> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sim-test-'));
+  try {
+    const c = new SimCluster(dir, 'warn');
+    await c.boot(n);
+    await fn(c);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+test('every simulated member ends with the same members and epoch after a join and a leave', async () => {
+  await withCluster(10, async (c) => {
+    assert.equal(c.disagreement(), null);
+    const epoch = c.epoch;
+    await c.join(1);
+    await c.leave(1);
+    assert.equal(c.disagreement(), null);
+    assert.equal(c.nodes.length, 10);
+    assert.equal(c.epoch, epoch + 2);
+  });
+});
+
+test('a storm of 20 nodes joining at once adds one epoch per node and every one is accepted', async () => {
+  await withCluster(10, async (c) => {
+    const epoch = c.epoch;
+    await c.join(20);
+    assert.equal(c.epoch, epoch + 20);
+    assert.equal(c.nodes.length, 30);
+    assert.equal(c.disagreement(), null);
+  });
+});
+
+test('a welcome does not grow with the epoch history', async () => {
+  await withCluster(10, async (c) => {
+    const early = await measureChange(c, () => c.join(1));
+    for (let i = 0; i < 100; i++) {
+      await c.join(1);
+      await c.leave(1);
+    }
+    const late = await measureChange(c, () => c.join(1));
+    assert.ok(c.epoch > 200);
+    // one node more in the cluster and a few bytes of larger numbers; not 200 more records
+    assert.ok(late.largest < early.largest * 1.3, `welcome ${late.largest} bytes after 200 epochs, ${early.largest} after 2`);
+  });
+});
+
+test('on 100 nodes one join moves the first replica of about 1/N of the objects', () => {
+  const p = placementFigures(100, 50_000);
+  assert.ok(p.joinPrimaries <= 1.5 * p.joinIdeal, `${p.joinPrimaries} of the objects, ideal ${p.joinIdeal}`);
+  assert.ok(p.joinCopies <= 2 * p.joinIdeal, `${p.joinCopies} of the copies, ideal ${p.joinIdeal}`);
+  assert.ok(p.maxOverMean < 1.2);
+});
