@@ -55,9 +55,9 @@ test('a welcome does not grow with the epoch history', async () => {
   });
 });
 
-test('on 100 nodes one join moves the first replica of about 1/N of the objects', () => {
+test('on 100 nodes one join moves about 1/N of the copies and of the first replicas, and copies stay balanced', () => {
   const p = placementFigures(100, 50_000);
   assert.ok(p.joinPrimaries <= 1.5 * p.joinIdeal, `${p.joinPrimaries} of the objects, ideal ${p.joinIdeal}`);
-  assert.ok(p.joinCopies <= 2 * p.joinIdeal, `${p.joinCopies} of the copies, ideal ${p.joinIdeal}`);
+  assert.ok(p.joinCopies <= 1.5 * p.joinIdeal, `${p.joinCopies} of the copies, ideal ${p.joinIdeal}`);
   assert.ok(p.maxOverMean < 1.2);
 });
