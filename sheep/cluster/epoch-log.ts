@@ -78,9 +78,8 @@ export class EpochLog {
   append(rec: EpochRecord): Promise<void> {
     return this.serial(async () => {
       await writeFileDurable(this.file(rec.epoch), JSON.stringify(rec) + '\n');
-      // a copy: the record must not change with the live node objects it was made from (a weight change)
-      const kept: EpochRecord = { ...rec, nodes: rec.nodes.map((n) => ({ ...n })) };
-      this.recent = [...this.recent.filter((r) => r.epoch !== rec.epoch), kept].sort((a, b) => a.epoch - b.epoch).slice(-MEMORY_TAIL);
+      // the caller gives records whose node objects never change (membership.ts newEpoch)
+      this.recent = [...this.recent.filter((r) => r.epoch !== rec.epoch), rec].sort((a, b) => a.epoch - b.epoch).slice(-MEMORY_TAIL);
     });
   }
 

@@ -12,6 +12,9 @@ import type { GroupCodec } from './group-codec.js';
 import { packSnapshot, unpackSnapshot, type GroupMsg, type Member, type ClusterSnapshot } from './messages.js';
 import { saveVdiState, type ClusterState } from './state.js';
 
+/** Epoch changes log their node list up to this many nodes, the count beyond. */
+const LOGGED_NODES = 32;
+
 /** How long a refusal sent in clear waits for a sealed welcome before it is believed. */
 const CLEAR_REJECT_GRACE_MS = 3000;
 
@@ -546,8 +549,12 @@ export class Membership {
 
   async newEpoch(epoch: number): Promise<void> {
     this.s.epoch = epoch;
-    await this.s.persist('epoch log', () => this.s.epochLog.append({ epoch, time: Date.now(), nodes: this.members }));
-    this.s.log.info({ epoch, nodes: this.members.map((n) => n.nid) }, 'epoch changed');
+    // members' node objects are replaced, never changed, except this node's own (`me` changes in
+    // place with a weight change): the record gets its own copy of that one
+    const nodes = this.members.map((n) => (n === this.s.me ? { ...n } : n));
+    await this.s.persist('epoch log', () => this.s.epochLog.append({ epoch, time: Date.now(), nodes }));
+    // the whole list only where it reads as one line; a large cluster logs the count (the epoch log has the list)
+    this.s.log.info({ epoch, nodes: nodes.length <= LOGGED_NODES ? nodes.map((n) => n.nid) : nodes.length }, 'epoch changed');
   }
 }
 

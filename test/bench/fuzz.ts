@@ -77,7 +77,7 @@ async function worker(port: number, key: Buffer, count: number, seed: number, st
         for (let i = 0; i < batch; i++) {
           const r = request(rnd);
           // never a format or shutdown with the key: those are allowed to wipe by design
-          if (r[1] === Op.MAKE_FS || r[1] === Op.SHUTDOWN || r[1] === Op.REMOVE_PEER || r[1] === Op.WRITE_PEER || r[1] === Op.CREATE_AND_WRITE_PEER || r[1] === Op.DEL_VDI || r[1] === Op.WRITE_OBJ || r[1] === Op.CREATE_AND_WRITE_OBJ || r[1] === Op.DISCARD_OBJ || r[1] === Op.GET_VDI_ATTR || r[1] === Op.NEW_VDI) r[1] = Op.STAT_CLUSTER;
+          if (r[1] === Op.MAKE_FS || r[1] === Op.SHUTDOWN || r[1] === Op.KILL_NODE || r[1] === Op.REMOVE_PEER || r[1] === Op.WRITE_PEER || r[1] === Op.CREATE_AND_WRITE_PEER || r[1] === Op.DEL_VDI || r[1] === Op.WRITE_OBJ || r[1] === Op.CREATE_AND_WRITE_OBJ || r[1] === Op.DISCARD_OBJ || r[1] === Op.GET_VDI_ATTR || r[1] === Op.NEW_VDI) r[1] = Op.STAT_CLUSTER;
           const hdr = Buffer.from(r.subarray(0, SD_HEADER_SIZE));
           const payload = r.length > SD_HEADER_SIZE ? r.subarray(SD_HEADER_SIZE) : undefined;
           reqs.push(c.send(hdr, payload).then(() => { stats.answered++; }, () => undefined));

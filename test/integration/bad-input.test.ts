@@ -119,8 +119,8 @@ function seeds(): Array<[Buffer, Buffer]> {
   ];
 }
 
-/** Admin ops that are valid but destructive: a fuzzer must not format or stop the cluster. */
-const FORBIDDEN = new Set<number>([Op.MAKE_FS, Op.SHUTDOWN]);
+/** Admin ops that are valid but destructive: a fuzzer must not format or stop the cluster, or stop a sheep. */
+const FORBIDDEN = new Set<number>([Op.MAKE_FS, Op.SHUTDOWN, Op.KILL_NODE]);
 
 function mutate(rnd: () => number, seed: [Buffer, Buffer]): Buffer {
   let h: Buffer;

@@ -100,6 +100,15 @@ test('without authentication every admin and peer opcode of the attack list is r
       ['WRITE_PEER', peerHeader(Op.WRITE_PEER, inode, 8, true), Buffer.alloc(8)],
       ['CREATE_AND_WRITE_PEER', peerHeader(Op.CREATE_AND_WRITE_PEER, inode, 8, true), Buffer.alloc(8)],
       ['REMOVE_PEER', peerHeader(Op.REMOVE_PEER, inode, 0, false)],
+      // the administration added with the original's remaining commands
+      ['KILL_NODE', plain(Op.KILL_NODE)],
+      ['SET_VNODES', plain(Op.SET_VNODES, pack({ vnodes: 1 })), pack({ vnodes: 1 })],
+      ['REWEIGHT', plain(Op.REWEIGHT)],
+      ['ALTER_CLUSTER_COPY', plain(Op.ALTER_CLUSTER_COPY, pack({ copies: 1 })), pack({ copies: 1 })],
+      ['ALTER_VDI_COPY', plain(Op.ALTER_VDI_COPY, pack({ name: 'victim', copies: 1 })), pack({ name: 'victim', copies: 1 })],
+      ['SET_LOGLEVEL', plain(Op.SET_LOGLEVEL, pack({ level: 'trace' })), pack({ level: 'trace' })],
+      ['MD_PLUG', plain(Op.MD_PLUG, pack({ paths: ['/tmp'] })), pack({ paths: ['/tmp'] })],
+      ['MD_UNPLUG', plain(Op.MD_UNPLUG, pack({ paths: ['/tmp'] })), pack({ paths: ['/tmp'] })],
     ];
     for (const [name, hdr, payload] of refused) assert.equal(await resultOf(c, hdr, payload), Res.ACCESS_DENIED, name);
   } finally {
