@@ -215,6 +215,8 @@ test('a sheep whose port + 1000 is no TCP port starts without HTTP and says why'
   p.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
   try {
     await waitForPort(port);
+    // the log line is written before the port opens, but reaches the pipe asynchronously
+    for (const deadline = Date.now() + 5000; !/no HTTP endpoint/.test(err) && Date.now() < deadline;) await new Promise((r) => setTimeout(r, 50));
     assert.match(err, /no HTTP endpoint.*port \+ 1000 is no TCP port/);
   } finally {
     await endProcess(p, 'SIGTERM');
