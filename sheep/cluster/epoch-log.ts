@@ -16,22 +16,6 @@ export interface EpochRecord {
   nodes: NodeInfo[];
 }
 
-/**
- * Each node object's JSON, made once: a record lists every node and every member writes one per
- * change, so with 1,000 nodes re-serializing them all was most of what a change cost a member. Node
- * objects of records never change (membership.ts newEpoch), so their JSON cannot go stale.
- */
-const nodeJson = new WeakMap<NodeInfo, string>();
-
-function recordJson(rec: EpochRecord): string {
-  const nodes = rec.nodes.map((n) => {
-    let j = nodeJson.get(n);
-    if (j === undefined) nodeJson.set(n, (j = JSON.stringify(n)));
-    return j;
-  });
-  return `{"epoch":${JSON.stringify(rec.epoch)},"time":${JSON.stringify(rec.time)},"nodes":[${nodes.join(',')}]}`;
-}
-
 /** Records kept in memory (the newest); older ones are read from their files. */
 const MEMORY_TAIL = 4;
 
@@ -93,7 +77,7 @@ export class EpochLog {
 
   append(rec: EpochRecord): Promise<void> {
     return this.serial(async () => {
-      await writeFileDurable(this.file(rec.epoch), recordJson(rec) + '\n');
+      await writeFileDurable(this.file(rec.epoch), JSON.stringify(rec) + '\n');
       // the caller gives records whose node objects never change (membership.ts newEpoch)
       this.recent = [...this.recent.filter((r) => r.epoch !== rec.epoch), rec].sort((a, b) => a.epoch - b.epoch).slice(-MEMORY_TAIL);
     });
