@@ -124,6 +124,19 @@ export function ctimeString(ms: number): string {
 }
 
 /** "-s X": all digits is a snapshot id, anything else a tag. */
+/**
+ * The vid of VDI `name` (or of its snapshot `snapshot`, an id or a tag), else the original's error.
+ * (dog's vdi check adds "FATAL: no inode objects", which only repeats that line in other words.)
+ */
+export async function vdiIdOf(c: SheepClient, name: string, snapshot?: string): Promise<number> {
+  const { tag, snapid } = snapshotSpec(snapshot);
+  try {
+    return await c.getVdiInfo(name, tag, snapid);
+  } catch (e) {
+    throw new CliError(`Failed to open VDI ${name} (snapshot id: ${snapid} snapshot tag: ${tag}): ${reason(e)}`);
+  }
+}
+
 export function snapshotSpec(s: string | undefined): { tag: string; snapid: number } {
   if (s === undefined || s === '') return { tag: '', snapid: 0 };
   return /^\d+$/.test(s) ? { tag: '', snapid: Number(s) } : { tag: s, snapid: 0 };

@@ -6,7 +6,7 @@ import { vidToVdiOid, vidToDataOid, oidHex } from '../lib/oid.js';
 import type { AttrReply, LockInfo, ObjList } from '../lib/admin.js';
 import crypto from 'node:crypto';
 import { chooseReplica } from '../lib/replica.js';
-import { CliError, EXIT_SYSFAIL, EXIT_EXISTS, EXIT_MISSING, withClient, out, reason, snapshotSpec, renderTable, onNode, type Column, type ConnOpts } from './common.js';
+import { CliError, EXIT_SYSFAIL, EXIT_EXISTS, EXIT_MISSING, withClient, out, reason, vdiIdOf, renderTable, onNode, type Column, type ConnOpts } from './common.js';
 import { Ring } from '../lib/ring.js';
 import { SD_INODE_SIZE } from '../lib/inode.js';
 import { nodeList } from './node.js';
@@ -102,14 +102,7 @@ type NodeInfoLike = { host: string; port: number; nid: string };
 export async function vdiCheck(name: string, o: ConnOpts & { snapshot?: string; exist?: boolean }): Promise<void> {
   const nodes = (await nodeList(o)).nodes;
   await withClient(o, async (c) => {
-    const { tag, snapid } = snapshotSpec(o.snapshot);
-    let vid: number;
-    try {
-      vid = await c.getVdiInfo(name, tag, snapid);
-    } catch (e) {
-      // dog adds "FATAL: no inode objects" here, which only repeats the first line in other words
-      throw new CliError(`Failed to open VDI ${name} (snapshot id: ${snapid} snapshot tag: ${tag}): ${reason(e)}`);
-    }
+    const vid = await vdiIdOf(c, name, o.snapshot);
     const v = await OpenVdi.open(c, vid);
     const problems: string[] = [];
     if (v.header.vdiId !== vid || v.header.name !== name) problems.push(`inode ${oidHex(vidToVdiOid(vid))} names ${v.header.name}/${v.header.vdiId.toString(16)}`);

@@ -4,17 +4,11 @@
 import { vidToVdiOid } from '../lib/oid.js';
 import { decodeInodeHeader, SD_INODE_HEADER_SIZE, InodeOff } from '../lib/inode.js';
 import { OpenVdi } from '../lib/vdi-io.js';
-import { CliError, withClient, out, reason, snapshotSpec, type ConnOpts } from './common.js';
+import { withClient, out, vdiIdOf, type ConnOpts } from './common.js';
 
 export async function vdiDumpInode(name: string, o: ConnOpts & { snapshot?: string }): Promise<void> {
   await withClient(o, async (c) => {
-    const { tag, snapid } = snapshotSpec(o.snapshot);
-    let vid: number;
-    try {
-      vid = await c.getVdiInfo(name, tag, snapid);
-    } catch (e) {
-      throw new CliError(`Failed to open VDI ${name} (snapshot id: ${snapid} snapshot tag: ${tag}): ${reason(e)}`);
-    }
+    const vid = await vdiIdOf(c, name, o.snapshot);
     const raw = await c.readObj(vidToVdiOid(vid), 0, SD_INODE_HEADER_SIZE);
     const h = decodeInodeHeader(raw);
     const v = await OpenVdi.open(c, vid);

@@ -8,7 +8,7 @@ import { SD_DATA_OBJ_MAX } from '../lib/inode.js';
 import { OpenVdi } from '../lib/vdi-io.js';
 import { Ring, type RingNode } from '../lib/ring.js';
 import type { StatClusterReply } from '../lib/admin.js';
-import { CliError, withClient, out, reason, snapshotSpec, type ConnOpts } from './common.js';
+import { CliError, withClient, out, vdiIdOf, type ConnOpts } from './common.js';
 
 const RULE = '-'.repeat(51);
 
@@ -26,13 +26,7 @@ export async function vdiTrack(name: string, o: ConnOpts & { index?: number; sna
     throw new CliError('', 1);
   }
   await withClient(o, async (c) => {
-    const { tag, snapid } = snapshotSpec(o.snapshot);
-    let vid: number;
-    try {
-      vid = await c.getVdiInfo(name, tag, snapid);
-    } catch (e) {
-      throw new CliError(`Failed to open VDI ${name} (snapshot id: ${snapid} snapshot tag: ${tag}): ${reason(e)}`);
-    }
+    const vid = await vdiIdOf(c, name, o.snapshot);
     const v = await OpenVdi.open(c, vid);
     const st = await c.control<StatClusterReply>(Op.STAT_CLUSTER);
     const copies = v.header.nrCopies;

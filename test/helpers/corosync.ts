@@ -16,6 +16,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { sleep, exited, waitExit, which } from './sheep.js';
 
 export interface CorosyncNode {
   addr: string;
@@ -49,22 +50,9 @@ const READY_MS = 15_000;
 const STOP_MS = 10_000;
 const EXIT_ALREADY_RUNNING = 18; // corosync's exit status when the pid file is locked
 
-function which(cmd: string): string | null {
-  for (const d of (process.env.PATH ?? '').split(path.delimiter).concat(['/usr/sbin', '/sbin'])) {
-    const p = path.join(d, cmd);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  return null;
-}
-
 /** corosync and corosync-cfgtool are installed and we are root (corosync needs it). */
 export function corosyncAvailable(): boolean {
-  return process.getuid?.() === 0 && which('corosync') !== null && which('corosync-cfgtool') !== null;
+  return process.getuid?.() === 0 && which('corosync', ['/usr/sbin', '/sbin']) !== null && which('corosync-cfgtool', ['/usr/sbin', '/sbin']) !== null;
 }
 
 function renderConf(dir: string, nodes: CorosyncNode[], token = 1000): string {
@@ -133,22 +121,6 @@ function logTail(dir: string, lines = 15): string {
   }
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function exited(p: ChildProcess): boolean {
-  return p.exitCode !== null || p.signalCode !== null;
-}
-
-async function waitExit(p: ChildProcess, ms: number): Promise<boolean> {
-  if (exited(p)) return true;
-  return new Promise((resolve) => {
-    const t = setTimeout(() => resolve(false), ms);
-    p.once('exit', () => {
-      clearTimeout(t);
-      resolve(true);
-    });
-  });
-}
 
 async function kill(p: ChildProcess): Promise<void> {
   if (exited(p)) return;

@@ -2,6 +2,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -87,6 +88,48 @@ export class SheepProcess {
 
   get alive(): boolean {
     return !!this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+}
+
+/** The path of an executable on PATH or in `extraDirs`, else null. */
+export function which(cmd: string, extraDirs: string[] = []): string | null {
+  for (const d of (process.env.PATH ?? '').split(path.delimiter).concat(extraDirs)) {
+    const p = path.join(d, cmd);
+    try {
+      fsSync.accessSync(p, fsSync.constants.X_OK);
+      return p;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export function exited(p: ChildProcess): boolean {
+  return p.exitCode !== null || p.signalCode !== null;
+}
+
+/** Waits up to `ms` for the child to exit; false if it is still running. */
+export async function waitExit(p: ChildProcess, ms: number): Promise<boolean> {
+  if (exited(p)) return true;
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(false), ms);
+    p.once('exit', () => {
+      clearTimeout(t);
+      resolve(true);
+    });
+  });
+}
+
+/** One control request (msgpack argument and reply) to a sheep on a connection of its own. */
+export async function control<T>(s: SheepProcess, op: number, arg?: unknown): Promise<T> {
+  const c = await s.client();
+  try {
+    return await c.control<T>(op, arg);
+  } finally {
+    c.close();
   }
 }
 

@@ -18,7 +18,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { freePort, tempDir } from './sheep.js';
+import { freePort, tempDir, sleep, exited, waitExit, which } from './sheep.js';
 
 const JAVA_DIR = '/usr/share/java';
 const JARS = ['zookeeper.jar', 'slf4j-log4j12.jar', 'log4j-1.2.jar'];
@@ -74,22 +74,9 @@ export interface EnsembleOptions {
   timeoutMs?: number;
 }
 
-function which(cmd: string): string | null {
-  for (const d of (process.env.PATH ?? '').split(path.delimiter).concat(['/usr/bin'])) {
-    const p = path.join(d, cmd);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  return null;
-}
-
 /** java and Debian's ZooKeeper jars are installed. */
 export function zookeeperAvailable(): { ok: true } | { ok: false; reason: string } {
-  if (which('java') === null) return { ok: false, reason: 'java is not installed (apt-get install default-jre)' };
+  if (which('java', ['/usr/bin']) === null) return { ok: false, reason: 'java is not installed (apt-get install default-jre)' };
   const missing = JARS.map((j) => path.join(JAVA_DIR, j)).filter((j) => !fs.existsSync(j));
   if (missing.length > 0) {
     return { ok: false, reason: `missing ${missing.join(', ')} (apt-get install zookeeper)` };
@@ -99,22 +86,6 @@ export function zookeeperAvailable(): { ok: true } | { ok: false; reason: string
   return { ok: true };
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function exited(p: ChildProcess): boolean {
-  return p.exitCode !== null || p.signalCode !== null;
-}
-
-async function waitExit(p: ChildProcess, ms: number): Promise<boolean> {
-  if (exited(p)) return true;
-  return new Promise((resolve) => {
-    const t = setTimeout(() => resolve(false), ms);
-    p.once('exit', () => {
-      clearTimeout(t);
-      resolve(true);
-    });
-  });
-}
 
 function tail(file: string, lines: number): string {
   try {

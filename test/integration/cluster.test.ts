@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { SheepProcess, freePort, tempDir, collie, run, stopSequencer, COLLIE } from '../helpers/sheep.js';
+import { SheepProcess, freePort, tempDir, collie, run, stopSequencer, COLLIE, control } from '../helpers/sheep.js';
 import { startCorosync, corosyncAvailable, type Corosync } from '../helpers/corosync.js';
 import { startEnsemble, zookeeperAvailable, type Ensemble } from '../helpers/zookeeper.js';
 import { cpgAvailable } from '../../native/cpg.js';
@@ -59,15 +59,6 @@ async function startCluster(driver: Driver, n: number): Promise<Cluster> {
       await fs.rm(base, { recursive: true, force: true });
     },
   };
-}
-
-async function control<T>(s: SheepProcess, op: number, arg?: unknown): Promise<T> {
-  const c = await s.client();
-  try {
-    return await c.control<T>(op, arg);
-  } finally {
-    c.close();
-  }
 }
 
 async function until(cond: () => Promise<boolean>, ms = 15000): Promise<void> {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { SheepProcess, freePort, tempDir, collie, collieHash, stopSequencer } from '../helpers/sheep.js';
+import { SheepProcess, freePort, tempDir, collie, collieHash, stopSequencer, control } from '../helpers/sheep.js';
 import { loopFsUnavailable, mountLoopFs, type LoopFs } from '../helpers/loopfs.js';
 import { Op } from '../../lib/proto.js';
 import { oidHex, vidToVdiOid } from '../../lib/oid.js';
@@ -20,11 +20,6 @@ let base: string;
 let disk: LoopFs;
 const sheep: SheepProcess[] = [];
 const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
-
-async function control<T>(s: SheepProcess, op: number): Promise<T> {
-  const c = await s.client();
-  try { return await c.control<T>(op); } finally { c.close(); }
-}
 
 before(async () => {
   if (skip) return;

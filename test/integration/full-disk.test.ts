@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { SheepProcess, freePort, tempDir, collie, collieHash, stopSequencer } from '../helpers/sheep.js';
+import { SheepProcess, freePort, tempDir, collie, collieHash, stopSequencer, control } from '../helpers/sheep.js';
 import { loopFsUnavailable, mountLoopFs, type LoopFs } from '../helpers/loopfs.js';
 import { Op } from '../../lib/proto.js';
 import { oidHex, parseOidHex, oidToVid, oidKind, vidToVdiOid, dataOidToIdx } from '../../lib/oid.js';
@@ -21,11 +21,6 @@ const skip = await loopFsUnavailable();
 let base: string;
 let disk: LoopFs;
 const sheep: SheepProcess[] = [];
-
-async function control<T>(s: SheepProcess, op: number): Promise<T> {
-  const c = await s.client();
-  try { return await c.control<T>(op); } finally { c.close(); }
-}
 
 /** Sheep 2 keeps its store on the small disk, with a 16 MiB reserve. */
 async function start(i: number): Promise<SheepProcess> {

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { SheepProcess, freePort, tempDir, collie, run, stopSequencer, SHEEP } from '../helpers/sheep.js';
+import { SheepProcess, freePort, tempDir, collie, run, stopSequencer, SHEEP, control } from '../helpers/sheep.js';
 import { loopFsUnavailable, mountLoopFs, type LoopFs } from '../helpers/loopfs.js';
 import { OpenVdi } from '../../lib/vdi-io.js';
 import { Op } from '../../lib/proto.js';
@@ -25,11 +25,6 @@ const sheep: SheepProcess[] = [];
 /** what each byte of VDI 'spread' must read as: every acknowledged write applied */
 const SPREAD = 192 * MB;
 const model = Buffer.alloc(SPREAD);
-
-async function control<T>(s: SheepProcess, op: number, args?: unknown): Promise<T> {
-  const c = await s.client();
-  try { return await c.control<T>(op, args); } finally { c.close(); }
-}
 
 async function until(what: string, fn: () => Promise<boolean>, ms = 90_000): Promise<void> {
   for (const deadline = Date.now() + ms; !(await fn());) {

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { SheepProcess, freePort, tempDir, collie, collieHash, stopSequencer, run, COLLIE } from '../helpers/sheep.js';
+import { SheepProcess, freePort, tempDir, collie, collieHash, stopSequencer, run, COLLIE, control } from '../helpers/sheep.js';
 import { loopFsUnavailable, mountLoopFs, type LoopFs } from '../helpers/loopfs.js';
 import { OpenVdi } from '../../lib/vdi-io.js';
 import { Op } from '../../lib/proto.js';
@@ -48,15 +48,6 @@ async function startCluster(n: number, copies: number, opts: { dirs?: string[]; 
     throw e;
   }
   return cl;
-}
-
-async function control<T>(s: SheepProcess, op: number, arg?: unknown): Promise<T> {
-  const c = await s.client();
-  try {
-    return await c.control<T>(op, arg);
-  } finally {
-    c.close();
-  }
 }
 
 async function until(what: string, cond: () => Promise<boolean>, ms = 30000): Promise<void> {

@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { getAttribute } from 'fs-xattr';
-import { SheepProcess, freePort, tempDir, collie, stopSequencer } from '../helpers/sheep.js';
+import { SheepProcess, freePort, tempDir, collie, stopSequencer, control } from '../helpers/sheep.js';
 import { SheepClient } from '../../lib/client.js';
 import { OpenVdi } from '../../lib/vdi-io.js';
 import { Op } from '../../lib/proto.js';
@@ -24,11 +24,6 @@ async function add(zone: number, extra: string[] = []): Promise<SheepProcess> {
   const s = await new SheepProcess(path.join(base, `s${zone}`), sheep[zone]?.port ?? await freePort(), ['-c', `local:${base}/group`, '-z', String(zone), ...extra]).start();
   sheep[zone] = s;
   return s;
-}
-
-async function control<T>(s: SheepProcess, op: number): Promise<T> {
-  const c = await s.client();
-  try { return await c.control<T>(op); } finally { c.close(); }
 }
 
 /** Waits until every live node finished recovery for the cluster's current epoch. */

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { SheepProcess, freePort, tempDir, collie, collieHash, stopSequencer } from '../helpers/sheep.js';
+import { SheepProcess, freePort, tempDir, collie, collieHash, stopSequencer, control } from '../helpers/sheep.js';
 import { Op } from '../../lib/proto.js';
 import { oidHex, vidToDataOid, vidToVdiOid } from '../../lib/oid.js';
 import type { RecoveryStatus, StatClusterReply } from '../../lib/admin.js';
@@ -15,11 +15,6 @@ import { Ring } from '../../lib/ring.js';
 const MB = 1 << 20;
 let base: string;
 const sheep: SheepProcess[] = [];
-
-async function control<T>(s: SheepProcess, op: number): Promise<T> {
-  const c = await s.client();
-  try { return await c.control<T>(op); } finally { c.close(); }
-}
 
 async function start(zone: number): Promise<SheepProcess> {
   const s = await new SheepProcess(path.join(base, `s${zone}`), sheep[zone]?.port ?? await freePort(), ['-c', `local:${base}/group`, '-z', String(zone)]).start();

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { SheepProcess, freePort, tempDir, collie, stopSequencer } from '../helpers/sheep.js';
+import { SheepProcess, freePort, tempDir, collie, stopSequencer, control } from '../helpers/sheep.js';
 import { Op } from '../../lib/proto.js';
 import { oidHex, vidToDataOid, vidToVdiOid } from '../../lib/oid.js';
 import type { RecoveryStatus, StatClusterReply } from '../../lib/admin.js';
@@ -22,11 +22,6 @@ async function add(zone: number): Promise<void> {
 }
 
 const live = () => sheep.filter((s) => s?.alive);
-
-async function control<T>(s: SheepProcess, op: number): Promise<T> {
-  const c = await s.client();
-  try { return await c.control<T>(op); } finally { c.close(); }
-}
 
 async function vidOf(name: string, tag = ''): Promise<number> {
   const c = await live()[0].client();

@@ -10,7 +10,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import zk from 'node-zookeeper-client';
-import { SheepProcess, freePort, tempDir, collie } from '../helpers/sheep.js';
+import { SheepProcess, freePort, tempDir, collie, control } from '../helpers/sheep.js';
 import { startEnsemble, zookeeperAvailable, type Ensemble } from '../helpers/zookeeper.js';
 import { startCorosync, corosyncAvailable } from '../helpers/corosync.js';
 import { cpgAvailable } from '../../native/cpg.js';
@@ -43,15 +43,6 @@ async function until(cond: () => boolean | Promise<boolean>, ms = 20000, what = 
   while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`${what} not met within ${ms} ms`);
     await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function control<T>(s: SheepProcess, op: number): Promise<T> {
-  const c = await s.client();
-  try {
-    return await c.control<T>(op);
-  } finally {
-    c.close();
   }
 }
 
