@@ -435,10 +435,13 @@ async function mdInfo(sys: System): Promise<OpReply> {
   return reply(r);
 }
 
+const MAX_MD_PATHS = 64;
+
 function mdPaths(req: OpRequest): string[] {
   const p = args<MdPathsArgs>(req).paths;
-  if (!Array.isArray(p) || !p.length || p.some((x) => typeof x !== 'string' || !x.startsWith('/'))) {
-    throw new SdError(Res.INVALID_PARMS, 'paths: one or more absolute paths');
+  // a node has a handful of disks: a request naming more, or paths longer than Linux allows, is refused
+  if (!Array.isArray(p) || !p.length || p.length > MAX_MD_PATHS || p.some((x) => typeof x !== 'string' || !x.startsWith('/') || x.length > 4096)) {
+    throw new SdError(Res.INVALID_PARMS, `paths: 1 to ${MAX_MD_PATHS} absolute paths`);
   }
   return p;
 }
