@@ -2,10 +2,12 @@
 
 const FNV64_OFFSET = 0xcbf29ce484222325n;
 const MASK64 = 0xffffffffffffffffn;
+/** the offset basis as 32-bit words, for hashing without BigInt */
+export const FNV_LO = Number(FNV64_OFFSET & 0xffffffffn), FNV_HI = Number(FNV64_OFFSET >> 32n);
 
 // 64-bit multiply by the FNV prime 2^40 + 0x1b3, done on four 16-bit limbs so the hot loop
 // stays in plain numbers (BigInt arithmetic per byte is ~20x slower).
-function mulPrime(h: Uint32Array): void {
+export function mulFnvPrime(h: Uint32Array): void {
   const l0 = h[0] & 0xffff, l1 = h[0] >>> 16, l2 = h[1] & 0xffff, l3 = h[1] >>> 16;
   // x * 0x1b3
   let t0 = l0 * 0x1b3;
@@ -25,7 +27,7 @@ export function fnv1a64(data: Uint8Array | string, seed: bigint = FNV64_OFFSET):
   const h = new Uint32Array([Number(seed & 0xffffffffn), Number((seed >> 32n) & 0xffffffffn)]);
   for (let i = 0; i < bytes.length; i++) {
     h[0] = (h[0] ^ bytes[i]) >>> 0;
-    mulPrime(h);
+    mulFnvPrime(h);
   }
   return ((BigInt(h[1]) << 32n) | BigInt(h[0])) & MASK64;
 }
@@ -49,11 +51,11 @@ export function ringPointWords(name: string, out: Uint32Array): void {
     if (c >= 0x80) {
       // not ASCII: hash the UTF-8 bytes like fnv1a64 does
       const bytes = Buffer.from(name.slice(i), 'utf8');
-      for (const b of bytes) { h[0] = (h[0] ^ b) >>> 0; mulPrime(h); }
+      for (const b of bytes) { h[0] = (h[0] ^ b) >>> 0; mulFnvPrime(h); }
       break;
     }
     h[0] = (h[0] ^ c) >>> 0;
-    mulPrime(h);
+    mulFnvPrime(h);
   }
   const lo = h[0], hi = h[1];
   h[0] = Number(FNV64_OFFSET & 0xffffffffn);
@@ -61,6 +63,6 @@ export function ringPointWords(name: string, out: Uint32Array): void {
   for (let i = 0; i < 8; i++) {
     const b = i < 4 ? (lo >>> (8 * i)) & 0xff : (hi >>> (8 * (i - 4))) & 0xff;
     h[0] = (h[0] ^ b) >>> 0;
-    mulPrime(h);
+    mulFnvPrime(h);
   }
 }
