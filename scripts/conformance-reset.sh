@@ -4,10 +4,17 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=${CONF_DIR:?CONF_DIR must be set}
+# running: not gone and not a zombie (an exited daemon waits for PID 1 to reap it, a second or more
+# on some inits, and kill -0 still succeeds then)
+running() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  [ "${stat##*) }" = "${stat##*) Z}" ]
+}
 if [ -f "$dir/sheep.pid" ]; then
   pid=$(cat "$dir/sheep.pid")
   kill "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 100); do running "$pid" || break; sleep 0.05; done
   kill -9 "$pid" 2>/dev/null || true
 fi
 rm -rf "$dir/store"

@@ -16,7 +16,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { sleep, exited, waitExit, which } from './sheep.js';
+import { sleep, exited, waitExit, which, pidRunning } from './sheep.js';
 
 export interface CorosyncNode {
   addr: string;
@@ -94,15 +94,6 @@ system {
 
 function inNetns(netns: string | undefined, argv: string[]): [string, string[]] {
   return netns === undefined ? [argv[0], argv.slice(1)] : ['ip', ['netns', 'exec', netns, ...argv]];
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 function readPid(file: string): number {
@@ -210,7 +201,7 @@ export async function startCorosync(opts: CorosyncOptions = {}): Promise<Corosyn
     await waitExit(proc, 200);
     if (exited(proc) && proc.exitCode === EXIT_ALREADY_RUNNING && runDir === undefined && attempt === 0) {
       const pid = readPid(PID_FILE);
-      if (Number.isFinite(pid) && !pidAlive(pid)) {
+      if (Number.isFinite(pid) && !pidRunning(pid)) {
         fs.rmSync(PID_FILE, { force: true }); // stale: its corosync is gone
         continue;
       }

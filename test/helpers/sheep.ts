@@ -107,6 +107,26 @@ export function which(cmd: string, extraDirs: string[] = []): string | null {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Whether process `pid` still runs. A daemon (detached, its parent gone) that exited stays a zombie
+ * until PID 1 reaps it, which on this machine's init takes a second or more: kill(pid, 0) still
+ * succeeds then, so the state in /proc decides.
+ */
+export function pidRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = fsSync.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // "pid (comm) S ...": the state follows the last ')' (comm may hold spaces or parentheses)
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
 export function exited(p: ChildProcess): boolean {
   return p.exitCode !== null || p.signalCode !== null;
 }

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { SHEEP, SheepProcess, freePort, tempDir, run, collie, startSheep, destroySheep, waitForPort, stopSequencer } from '../helpers/sheep.js';
+import { SHEEP, SheepProcess, freePort, tempDir, run, collie, startSheep, destroySheep, waitForPort, stopSequencer, pidRunning } from '../helpers/sheep.js';
 import { SheepClient } from '../../lib/client.js';
 import { Op, Res, SdError } from '../../lib/proto.js';
 import { OpenVdi } from '../../lib/vdi-io.js';
@@ -46,7 +46,7 @@ test('without -f sheep daemonizes, returns once it serves, and writes its pid fi
     assert.match(again.stderr, /already used by a running sheep/);
     process.kill(pid, 'SIGTERM');
     for (let i = 0; i < 100; i++) {
-      try { process.kill(pid, 0); } catch { break; }
+      if (!pidRunning(pid)) break;
       await new Promise((res) => setTimeout(res, 50));
     }
     await assert.rejects(fs.access(pidfile), 'pid file removed on stop');

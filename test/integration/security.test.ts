@@ -12,7 +12,7 @@ import { SheepClient } from '../../lib/client.js';
 import { Op, Res, SdError, encodeObjReq, encodePlainReq, SD_HEADER_SIZE } from '../../lib/proto.js';
 import { vidToVdiOid, vidToDataOid } from '../../lib/oid.js';
 import { pack } from 'msgpackr';
-import { SheepProcess, tempDir, freePort, run, collie, collieHash, stopSequencer, SHEEP, COLLIE } from '../helpers/sheep.js';
+import { SheepProcess, tempDir, freePort, run, collie, collieHash, stopSequencer, SHEEP, COLLIE, pidRunning } from '../helpers/sheep.js';
 
 let root: string;
 let keyFile: string;
@@ -393,7 +393,7 @@ test('under ulimit -n 1024, 1,100 idle connections neither kill the sheep nor ke
     for (const so of socks) so.destroy();
     try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ }
     for (let i = 0; i < 100; i++) {
-      try { process.kill(pid, 0); } catch { break; }
+      if (!pidRunning(pid)) break;
       await new Promise((r) => setTimeout(r, 100));
     }
     await stopSequencer(`${root}/c7`);
