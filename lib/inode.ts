@@ -5,6 +5,12 @@ import { readCString, writeCString, SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN } from '.
 export const SD_INODE_HEADER_SIZE = 4664;
 export const SD_DATA_OBJ_MAX = 1 << 20; // map entries per VDI
 export const SD_INODE_SIZE = SD_INODE_HEADER_SIZE + 4 * SD_DATA_OBJ_MAX; // 4,198,968
+/**
+ * The inode as Sheepdog 1.0's own tools read it: the map is followed by gref[2^20] (8-byte
+ * generation references, for its hyper-volume and reference-counting features). dog 1.0 reads the
+ * whole of it; this store keeps no references, so that tail reads as zeros and is never stored.
+ */
+export const SD_INODE_SIZE_V1 = SD_INODE_SIZE + 8 * SD_DATA_OBJ_MAX; // 12,587,576
 export const MAX_CHILDREN = 1024;
 export const SD_DEFAULT_BLOCK_SIZE_SHIFT = 22;
 export const SD_MIN_BLOCK_SIZE_SHIFT = 20;

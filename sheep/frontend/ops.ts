@@ -97,7 +97,7 @@ export interface OpDef {
 function checkedObjReq(sys: System, req: OpRequest, write: boolean): ObjReq & { off: number } {
   const r = decodeObjReq(req.hdr) as ObjReq & { off: number };
   if (write && !(r.flags & Flag.CMD_WRITE)) throw new SdError(Res.INVALID_PARMS, 'write without CMD_WRITE payload');
-  checkRange(sys, r.oid, r.offset, r.dataLength);
+  checkRange(sys, r.oid, r.offset, r.dataLength, !write);
   r.off = Number(r.offset);
   return r;
 }

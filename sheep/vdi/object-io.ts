@@ -3,7 +3,7 @@
 
 import { Res, SdError } from '../../lib/proto.js';
 import { oidKind, oidToVid, dataOidToIdx, vidToVdiOid, type OidKind } from '../../lib/oid.js';
-import { SD_INODE_SIZE, objectCount, mapEntryOffset } from '../../lib/inode.js';
+import { SD_INODE_SIZE, SD_INODE_SIZE_V1, objectCount, mapEntryOffset } from '../../lib/inode.js';
 import type { ObjectTransport } from '../../lib/vdi-io.js';
 import { SD_ATTR_OBJ_SIZE } from './vdi-attr.js';
 import type { VdiContext } from './context.js';
@@ -33,10 +33,13 @@ export function objectSize(sys: VdiContext, oid: bigint): number {
   }
 }
 
-/** A request's range must lie inside its object and under the per-request limit. */
-export function checkRange(sys: VdiContext, oid: bigint, offset: bigint | number, length: number): void {
+/**
+ * A request's range must lie inside its object and under the per-request limit. Reads of an inode
+ * may reach to dog 1.0's inode size (its zero gref tail, see SD_INODE_SIZE_V1).
+ */
+export function checkRange(sys: VdiContext, oid: bigint, offset: bigint | number, length: number, read = false): void {
   if (length > MAX_DATA_LENGTH) throw new SdError(Res.INVALID_PARMS, `data_length ${length} over ${MAX_DATA_LENGTH}`);
-  const size = objectSize(sys, oid);
+  const size = read && kindOf(oid) === 'inode' ? SD_INODE_SIZE_V1 : objectSize(sys, oid);
   if (BigInt(offset) > BigInt(size) || Number(offset) + length > size) {
     throw new SdError(Res.INVALID_PARMS, `range ${offset}+${length} outside the ${size}-byte object`);
   }
@@ -50,9 +53,12 @@ function checkDataIndex(sys: VdiContext, oid: bigint): void {
   }
 }
 
-export function objRead(sys: VdiContext, oid: bigint, offset: number, length: number): Promise<Buffer> {
-  kindOf(oid);
-  return sys.gateway.read(oid, offset, length);
+export async function objRead(sys: VdiContext, oid: bigint, offset: number, length: number): Promise<Buffer> {
+  if (kindOf(oid) !== 'inode' || offset + length <= SD_INODE_SIZE) return sys.gateway.read(oid, offset, length);
+  // dog 1.0 reads its larger inode: what is stored, then the zero gref tail
+  const out = Buffer.alloc(length);
+  if (offset < SD_INODE_SIZE) (await sys.gateway.read(oid, offset, SD_INODE_SIZE - offset)).copy(out);
+  return out;
 }
 
 export async function objWrite(sys: VdiContext, oid: bigint, offset: number, data: Buffer): Promise<void> {
@@ -115,7 +121,7 @@ async function dropUnmapped(sys: VdiContext, oid: bigint): Promise<void> {
 /** The same rules as a transport for OpenVdi: in-process VDI I/O for the NBD export. */
 export function localTransport(sys: VdiContext): ObjectTransport {
   return {
-    readObj: (oid, offset, length) => { checkRange(sys, oid, offset, length); return objRead(sys, oid, offset, length); },
+    readObj: (oid, offset, length) => { checkRange(sys, oid, offset, length, true); return objRead(sys, oid, offset, length); },
     writeObj: (oid, offset, data) => { checkRange(sys, oid, offset, data.length); return objWrite(sys, oid, offset, data); },
     createAndWriteObj: (oid, offset, data, cowOid) => {
       checkRange(sys, oid, offset, data.length);

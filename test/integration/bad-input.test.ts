@@ -11,6 +11,7 @@ import { SheepClient } from '../../lib/client.js';
 import { OpenVdi } from '../../lib/vdi-io.js';
 import { Op, Flag, Res, encodeObjReq, encodeVdiReq, encodePlainReq, encodeNameTag, decodeRsp, SD_HEADER_SIZE } from '../../lib/proto.js';
 import { vidToVdiOid, vidToDataOid } from '../../lib/oid.js';
+import { SD_INODE_SIZE, SD_INODE_SIZE_V1, SD_INODE_HEADER_SIZE } from '../../lib/inode.js';
 
 let sheep: SheepProcess;
 let vid = 0;
@@ -67,6 +68,23 @@ test('an absurd payload length is refused and that connection dropped', async ()
 test('a read past the end of an object is INVALID_PARMS', async () => {
   assert.equal(resultOf(await rawExchange(objReq(Op.READ_OBJ, 0, vidToDataOid(vid, 0), 4096, BigInt((4 << 20) - 1024)))), Res.INVALID_PARMS);
   assert.equal(resultOf(await rawExchange(objReq(Op.READ_OBJ, 0, vidToDataOid(vid, 0), 0x7fffffff))), Res.INVALID_PARMS);
+});
+
+test('an inode read as dog 1.0 reads it (12,587,576 bytes) gets the stored inode and a zero tail; writes there are refused', async () => {
+  const c = await sheep.client();
+  try {
+    const stored = await c.readObj(vidToVdiOid(vid), 0, SD_INODE_SIZE);
+    const whole = await c.readObj(vidToVdiOid(vid), 0, SD_INODE_SIZE_V1);
+    assert.equal(whole.length, 12_587_576);
+    assert.ok(whole.subarray(0, SD_INODE_SIZE).equals(stored));
+    assert.ok(stored.readUInt32LE(SD_INODE_HEADER_SIZE) === vid, 'the map names the written block');
+    assert.ok(whole.subarray(SD_INODE_SIZE).every((b) => b === 0));
+  } finally {
+    c.close();
+  }
+  const intoTail = Buffer.concat([objReq(Op.WRITE_OBJ, Flag.CMD_WRITE, vidToVdiOid(vid), 8, BigInt(SD_INODE_SIZE)), Buffer.alloc(8)]);
+  assert.equal(resultOf(await rawExchange(intoTail)), Res.INVALID_PARMS);
+  assert.equal(resultOf(await rawExchange(objReq(Op.READ_OBJ, 0, vidToVdiOid(vid), 8, BigInt(SD_INODE_SIZE_V1)))), Res.INVALID_PARMS);
 });
 
 test('an oid of no valid kind is INVALID_PARMS', async () => {
