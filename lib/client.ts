@@ -8,7 +8,7 @@ import {
   Op, Flag, Res, SdError, SD_HEADER_SIZE, decodeRsp, encodeObjReq, encodeVdiReq, encodePlainReq,
   encodeNameTag, type Rsp, type ObjReq, type VdiReq,
 } from './proto.js';
-import { FrameReader } from './frame.js';
+import { FrameReader, DirectFrameReader } from './frame.js';
 import { batchWrites } from './batch-writes.js';
 import { AUTH_NONCE_LEN, TLS_CIPHERS, authProof, encodeAuthStep, newNonce, proofMatches, type Role } from './auth.js';
 
@@ -54,8 +54,19 @@ export class SheepClient {
 
   private constructor(addr: ClientAddress, timeoutMs: number, private readonly firstReplyTimeoutMs = 0) {
     const t = addr.tls;
+    // plain sockets read into buffers the frame reader hands out (large payloads in place, no copy);
+    // TLS decrypts into chunks of its own, framed by the chunk-list reader
+    const frame = (hdr: Buffer): number => {
+      const len = hdr.readUInt32LE(12);
+      if (len > MAX_REPLY) throw new Error(`reply with absurd data_length ${len}`);
+      return len;
+    };
+    const direct = t ? null : new DirectFrameReader(frame, (hdr, data) => this.onReply(hdr, data));
+    const onread = direct
+      ? { buffer: () => direct.buffer(), callback: (n: number, buf: Uint8Array) => { this.received(buf.subarray(0, n) as Buffer, n); return true; } }
+      : undefined;
     this.sock = addr.socketPath
-      ? net.connect({ path: addr.socketPath })
+      ? net.connect({ path: addr.socketPath, onread })
       : t
         ? tls.connect({
           host: addr.host ?? '127.0.0.1', port: addr.port ?? 7000, minVersion: 'TLSv1.3', ciphers: TLS_CIPHERS,
@@ -63,7 +74,7 @@ export class SheepClient {
           // the PSK authenticates the server: there is no certificate to check
           checkServerIdentity: () => undefined,
         })
-        : net.connect({ host: addr.host ?? '127.0.0.1', port: addr.port ?? 7000, noDelay: true });
+        : net.connect({ host: addr.host ?? '127.0.0.1', port: addr.port ?? 7000, noDelay: true, onread });
     if (t) this.sock.setNoDelay(true);
     const connected = t ? 'secureConnect' : 'connect';
     this.ready = new Promise((resolve, reject) => {
@@ -74,13 +85,9 @@ export class SheepClient {
       this.sock.once(connected, () => { clearTimeout(timer); resolve(); });
       this.sock.once('error', (e) => { clearTimeout(timer); reject(e); });
     });
-    const reader = new FrameReader((hdr) => {
-      const len = hdr.readUInt32LE(12);
-      if (len > MAX_REPLY) throw new Error(`reply with absurd data_length ${len}`);
-      return len;
-    }, (hdr, data) => this.onReply(hdr, data));
+    const chunked = direct ? null : new FrameReader(frame, (hdr, data) => this.onReply(hdr, data));
     const where = addr.socketPath ?? `${addr.host ?? '127.0.0.1'}:${addr.port ?? 7000}`;
-    this.sock.on('data', (chunk) => {
+    this.received = (chunk, n) => {
       // a sheep speaks only when asked: bytes before any request come from another kind of server
       if (!this.gotReply && this.pending.size === 0) {
         this.sock.destroy(new NotASheepError(`${where} is not a sheep (it spoke before being asked)`));
@@ -94,8 +101,14 @@ export class SheepClient {
           return;
         }
       }
-      try { reader.push(chunk); } catch (e) { this.sock.destroy(this.gotReply ? e as Error : new NotASheepError(`${where} is not a sheep (${(e as Error).message})`)); }
-    });
+      try {
+        if (direct) direct.read(n);
+        else chunked!.push(chunk);
+      } catch (e) {
+        this.sock.destroy(this.gotReply ? e as Error : new NotASheepError(`${where} is not a sheep (${(e as Error).message})`));
+      }
+    };
+    if (chunked) this.sock.on('data', (chunk: Buffer) => this.received(chunk, chunk.length));
     this.notASheep = (why) => this.sock.destroy(new NotASheepError(`${where} is not a sheep (${why})`));
     this.sock.on('error', (e) => this.failAll(e));
     this.sock.on('close', () => this.failAll(new Error('connection closed by server')));
@@ -112,6 +125,8 @@ export class SheepClient {
   }
 
   private notASheep: (why: string) => void = () => undefined;
+  /** bytes from the socket: `chunk` (n bytes), already in the direct reader's buffer when it has one */
+  private received: (chunk: Buffer, n: number) => void = () => undefined;
 
   private onReply(hdr: Buffer, data: Buffer): void {
     const rsp = decodeRsp(hdr);
