@@ -18,12 +18,15 @@ import {
 } from './common.js';
 import { Ring } from '../lib/ring.js';
 import { nodeList } from './node.js';
+import { redundancyText } from '../lib/erasure-layout.js';
 
 // ------------------------------------------------------------------ create
 
 export interface CreateOpts extends ConnOpts {
   prealloc?: boolean;
   copies?: number;
+  /** an erasure code (lib/erasure-layout.ts), with copies X+Y */
+  copyPolicy?: number;
   blockSizeShift?: number;
   verbose?: boolean;
 }
@@ -46,7 +49,7 @@ export async function vdiCreate(name: string, size: number, o: CreateOpts): Prom
     }
     let vid: number;
     try {
-      vid = await c.newVdi(name, BigInt(size), { copies: o.copies ?? 0, blockSizeShift: bss });
+      vid = await c.newVdi(name, BigInt(size), { copies: o.copies ?? 0, copyPolicy: o.copyPolicy ?? 0, blockSizeShift: bss });
     } catch (e) {
       throw new CliError(`Failed to create VDI ${name}: ${reason(e)}`);
     }
@@ -140,11 +143,11 @@ export async function vdiList(name: string | undefined, o: ConnOpts): Promise<vo
       const sec = ctimeSeconds(h.createTime);
       if (o.raw) {
         const type = snap ? 's' : clone ? 'c' : '=';
-        lines.push(`${type} ${escapeName(h.name)} ${id} ${h.vdiSize} ${own * os} ${shared * os} ${sec} ${h.vdiId.toString(16)} ${h.nrCopies} ${h.tag} ${h.blockSizeShift}\n`);
+        lines.push(`${type} ${escapeName(h.name)} ${id} ${h.vdiSize} ${own * os} ${shared * os} ${sec} ${h.vdiId.toString(16)} ${redundancyText(h.nrCopies, h.copyPolicy)} ${h.tag} ${h.blockSizeShift}\n`);
       } else {
         const type = snap ? 's' : clone ? 'c' : ' ';
         rows.push([type, h.name, id, formatSize(Number(h.vdiSize)), formatSize(own * os), formatSize(shared * os), shortTime(sec),
-          h.vdiId.toString(16), h.nrCopies, h.tag, h.blockSizeShift]);
+          h.vdiId.toString(16), redundancyText(h.nrCopies, h.copyPolicy), h.tag, h.blockSizeShift]);
       }
     }
     // a VDI whose inode is gone is still in the table: show it, marked, rather than fail the listing

@@ -4,6 +4,7 @@
 import { Res, SdError } from '../../lib/proto.js';
 import { oidKind, oidToVid, dataOidToIdx, vidToVdiOid, type OidKind } from '../../lib/oid.js';
 import { SD_INODE_SIZE, objectCount, mapEntryOffset } from '../../lib/inode.js';
+import { stripIndexOf, baseOid, policyOf } from '../../lib/erasure-layout.js';
 import type { ObjectTransport } from '../../lib/vdi-io.js';
 import { SD_ATTR_OBJ_SIZE } from './vdi-attr.js';
 import type { VdiContext } from './context.js';
@@ -19,6 +20,15 @@ function kindOf(oid: bigint): OidKind {
 }
 
 export function objectSize(sys: VdiContext, oid: bigint): number {
+  const strip = stripIndexOf(oid);
+  if (strip !== null) {
+    // a strip of an erasure-coded data object: 1/X of it
+    const base = baseOid(oid);
+    const e = sys.vdis.get(oidToVid(base));
+    const ec = policyOf(e ? e.copyPolicy : sys.clusterDefaults.copyPolicy);
+    if (!ec) throw new SdError(Res.INVALID_PARMS, `strip ${strip} of ${base.toString(16)}, whose VDI is not erasure-coded`);
+    return objectSize(sys, base) / ec.d;
+  }
   switch (kindOf(oid)) {
     case 'inode':
       return SD_INODE_SIZE;
