@@ -5,7 +5,7 @@ import path from 'node:path';
 import { Op, Res, SdError } from '../lib/proto.js';
 import { newKeyText } from '../lib/auth.js';
 import type { StatClusterReply } from '../lib/admin.js';
-import { nodeWarnings } from './node.js';
+import { nodeWarnings, checkEcZones } from './node.js';
 import { redundancyText } from '../lib/erasure-layout.js';
 import { CliError, EXIT_FAILURE, EXIT_SYSFAIL, withClient, out, reason, ctimeString, shortTime, renderTable, confirm, type ConnOpts } from './common.js';
 
@@ -30,6 +30,7 @@ export async function clusterFormat(o: FormatOpts): Promise<void> {
       const ok = await confirm('Caution! The cluster is not empty: formatting deletes every VDI.\nAre you sure you want to continue?');
       if (!ok) throw new CliError('the cluster is not empty; not formatted (use --force to format anyway)');
     }
+    await checkEcZones(o, o.copyPolicy, 'Format failed');
     out('using backend plain store\n');
     try {
       await c.control(Op.MAKE_FS, { copies: o.copies, copyPolicy: o.copyPolicy ?? 0, blockSizeShift: o.blockSizeShift, lock: o.lock });

@@ -17,7 +17,7 @@ import {
   CliError, EXIT_SYSFAIL, EXIT_USAGE, withClient, out, reason, shortTime, snapshotSpec, renderTable, onNode, type Column, type ConnOpts,
 } from './common.js';
 import { Ring } from '../lib/ring.js';
-import { nodeList } from './node.js';
+import { nodeList, checkEcZones } from './node.js';
 import { redundancyText } from '../lib/erasure-layout.js';
 
 // ------------------------------------------------------------------ create
@@ -47,6 +47,7 @@ export async function vdiCreate(name: string, size: number, o: CreateOpts): Prom
     if (BigInt(size) > maxVdiSize(effBss)) {
       throw new CliError(`VDI size is larger than ${formatSize(Number(maxVdiSize(effBss)))} bytes, please use '-z' to create larger object size volume`, EXIT_USAGE);
     }
+    await checkEcZones(o, o.copyPolicy, `Failed to create VDI ${name}`);
     let vid: number;
     try {
       vid = await c.newVdi(name, BigInt(size), { copies: o.copies ?? 0, copyPolicy: o.copyPolicy ?? 0, blockSizeShift: bss });

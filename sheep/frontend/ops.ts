@@ -9,12 +9,13 @@
 //   admin:  what only collie needs; a connection authenticated as admin may send every opcode
 //   peer:   sheep-to-sheep; a connection authenticated as peer may send client and peer opcodes
 
+import fs from 'node:fs/promises';
 import { pack, unpack } from 'msgpackr';
 import {
   Op, Flag, Res, SdError, decodeObjReq, decodeVdiReq, decodeNameTag, type HeaderPrefix, type ObjReq,
 } from '../../lib/proto.js';
 import { oidKind, oidToVid, dataOidToIdx, NR_VDIS } from '../../lib/oid.js';
-import { policyOf, ecPolicyProblem, stripKey } from '../../lib/erasure-layout.js';
+import { policyOf, ecPolicyProblem, stripKey, stripIndexOf } from '../../lib/erasure-layout.js';
 import { erasureUnavailable } from '../../native/erasure.js';
 import { SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT } from '../../lib/inode.js';
 import { vdiAttr } from '../vdi/vdi-attr.js';
@@ -384,8 +385,23 @@ async function statSheep(sys: System, req: OpRequest): Promise<OpReply> {
   const d = await sys.diskStats(cachedMs);
   let total = 0;
   for (const v of sys.vdis.all()) if (!v.deleted && v.snapCtime === 0n) total += Number(v.vdiSize);
-  const r: StatSheepReply = { ...d, vdiSizeTotal: total, io: { ...metrics.io } };
+  const r: StatSheepReply = { ...d, vdiSizeTotal: total, io: { ...metrics.io }, ecStrips: await stripUsage(sys) };
   return reply(r);
+}
+
+/** Bytes of strip files here (allocated blocks), per erasure code of their VDIs. */
+async function stripUsage(sys: System): Promise<Array<[number, number]>> {
+  const byPolicy = new Map<number, number>();
+  for (const key of await sys.store.list()) {
+    if (stripIndexOf(key) === null) continue;
+    const policy = sys.vdis.get(oidToVid(key))?.copyPolicy ?? 0;
+    if (!policy) continue;
+    try {
+      const st = await fs.stat(sys.store.pathOf(key));
+      byPolicy.set(policy, (byPolicy.get(policy) ?? 0) + st.blocks * 512);
+    } catch { /* removed meanwhile */ }
+  }
+  return [...byPolicy];
 }
 
 

@@ -63,8 +63,8 @@ export class ErasureIo {
    * every node (right after a membership change a strip may still sit on its former owner).
    * `skip`: strip indexes not to use (one being rebuilt).
    */
-  private async gather(oid: bigint, ec: EcPolicy, from: number, to: number, want: number[], skip: number[] = []): Promise<Found> {
-    const deadline = Date.now() + RETRY_FOR_MS;
+  private async gather(oid: bigint, ec: EcPolicy, from: number, to: number, want: number[], skip: number[] = [], patient = true): Promise<Found> {
+    const deadline = patient ? Date.now() + RETRY_FOR_MS : 0;
     const total = ec.d + ec.p;
     for (;;) {
       await this.ops.ioReady();
@@ -243,14 +243,18 @@ export class ErasureIo {
     return false;
   }
 
-  /** Strip `index` of the object, whole, decoded from X of the others (recovery, a new owner). */
-  rebuildStrip(oid: bigint, ec: EcPolicy, index: number): Promise<Buffer> {
-    return this.locks.run(oid, () => this.rebuildLocked(oid, ec, index));
+  /**
+   * Strip `index` of the object, whole, decoded from X of the others (recovery, a new owner).
+   * Not `patient`: fails at once when fewer than X strips are readable (recovery then looks for a
+   * set-aside copy instead of waiting for strips that other nodes are restoring meanwhile).
+   */
+  rebuildStrip(oid: bigint, ec: EcPolicy, index: number, patient = true): Promise<Buffer> {
+    return this.locks.run(oid, () => this.rebuildLocked(oid, ec, index, patient));
   }
 
-  private async rebuildLocked(oid: bigint, ec: EcPolicy, index: number): Promise<Buffer> {
+  private async rebuildLocked(oid: bigint, ec: EcPolicy, index: number, patient = true): Promise<Buffer> {
     const size = stripSize(ec, this.ops.objectSize(oid));
-    const found = await this.gather(oid, ec, 0, size, [], [index]);
+    const found = await this.gather(oid, ec, 0, size, [], [index], patient);
     const idx = [...found.keys()].slice(0, ec.d);
     return decode(ec.d, ec.p, idx.map((i) => found.get(i)!), idx, [index])[0];
   }
