@@ -51,7 +51,7 @@ export class ErasureIo {
       const t = this.ops.targets(oid);
       if (t.length >= ec.d + ec.p) return t;
       if (Date.now() > deadline) {
-        throw new SdError(Res.NO_SPACE, `an erasure-coded (${this.policyText(ec)}) write needs ${ec.d + ec.p} zones; the cluster has ${t.length}`);
+        throw new SdError(Res.HALT, `an erasure-coded (${this.policyText(ec)}) write needs ${ec.d + ec.p} zones; the cluster has ${t.length}`);
       }
       await this.ops.membershipChange(1000);
     }
