@@ -18,7 +18,7 @@ import {
 } from './common.js';
 import { Ring } from '../lib/ring.js';
 import { nodeList, checkEcZones } from './node.js';
-import { redundancyText } from '../lib/erasure-layout.js';
+import { redundancyText, policyOf } from '../lib/erasure-layout.js';
 
 // ------------------------------------------------------------------ create
 
@@ -374,6 +374,21 @@ export async function vdiObject(sub: string, name: string, o: ConnOpts & { index
       }
       oid = vidToDataOid(owner, o.index);
       out(`Looking for the object ${oidHex(oid)} (vid 0x${v.vid.toString(16)} idx ${o.index}, ${v.header.nrCopies} copies) with ${nodes.nodes.length} nodes\n\n`);
+    }
+    const ec = o.index === undefined ? null : policyOf(v.header.copyPolicy);
+    if (ec) {
+      // an erasure-coded object is its strips: which node holds which, and where the ring puts each
+      const total = ec.d + ec.p;
+      for (const n of nodes.nodes) {
+        const held: number[] = [];
+        for (let i = 0; i < total; i++) {
+          if (await onNode(n.host, n.port, (c) => c.peerReadStrip(oid, v.header.copyPolicy, i, 0, 0).then(() => true, () => false))) held.push(i);
+        }
+        out(`${n.host}:${n.port} ${held.length ? `has strip ${held.join(', ')}` : "doesn't have the object"}\n`);
+      }
+      const where = new Ring(nodes.nodes).replicas(oid, total);
+      out(`\nAccording to sheepdog algorithm, the ${total} strips should be located at:\n${where.map((n, i) => `${i}:${n.host}:${n.port}`).join(' ')}\n`);
+      return;
     }
     for (const n of nodes.nodes) {
       const has = await hasObject(n.host, n.port, oid);

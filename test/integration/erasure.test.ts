@@ -165,6 +165,16 @@ test('vdi list shows the 4:2 code in the Copies column, and the inode carries co
   await assertAllStrips('nbd', 2);
 });
 
+test('vdi object location shows which sheep holds which strip, as the ring places them', async () => {
+  const r = await collie(sheep[0].port, ['vdi', 'object', 'location', '-i', '1', 'qemu']);
+  assert.equal(r.code, 0, r.stderr);
+  const text = r.stdout.toString();
+  const held = [...text.matchAll(/^127\.0\.0\.1:(\d+) has strip (\d+)$/gm)].map((m) => `${m[2]}:127.0.0.1:${m[1]}`).sort();
+  assert.equal(held.length, 6, text);
+  const placed = /the 6 strips should be located at:\n(.*)$/m.exec(text)?.[1].split(' ').sort();
+  assert.deepEqual(placed, held);
+});
+
 test('a 4:2 VDI written through port 7000 and one written through NBD read back identical with any 2 of the 6 sheep killed', async () => {
   for (let a = 0; a < N; a++) {
     for (let b = a + 1; b < N; b++) {
