@@ -373,7 +373,8 @@ export async function vdiObject(sub: string, name: string, o: ConnOpts & { index
         return;
       }
       oid = vidToDataOid(owner, o.index);
-      out(`Looking for the object ${oidHex(oid)} (vid 0x${v.vid.toString(16)} idx ${o.index}, ${v.header.nrCopies} copies) with ${nodes.nodes.length} nodes\n\n`);
+      const redundancy = v.header.copyPolicy ? `${redundancyText(v.header.nrCopies, v.header.copyPolicy)} erasure coded` : `${v.header.nrCopies} copies`;
+      out(`Looking for the object ${oidHex(oid)} (vid 0x${v.vid.toString(16)} idx ${o.index}, ${redundancy}) with ${nodes.nodes.length} nodes\n\n`);
     }
     const ec = o.index === undefined ? null : policyOf(v.header.copyPolicy);
     if (ec) {
