@@ -57,7 +57,9 @@ export async function clusterInfo(o: ConnOpts & { verbose?: boolean }): Promise<
     out('\n');
   }
   if (!raw) out(`Cluster created at ${ctimeString(st.ctime)}\n`);
-  if (!raw && st.zones < st.copies) {
+  if (!raw && st.zones < st.copies && st.copyPolicy) {
+    out(`Cluster has ${st.zones} zone(s) for ${redundancyText(st.copies, st.copyPolicy)} erasure coding: its VDIs are readable, writes to them wait for ${st.copies} zones\n`);
+  } else if (!raw && st.zones < st.copies) {
     out(`Cluster has ${st.zones} zone(s) for ${st.copies} copies: every object is stored once in each zone until more zones join\n`);
   }
   if (!raw && st.status === 'running') for (const w of await nodeWarnings(o)) out(`${w}\n`);
