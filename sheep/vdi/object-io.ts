@@ -4,10 +4,10 @@
 import { Res, SdError } from '../../lib/proto.js';
 import { oidKind, oidToVid, dataOidToIdx, vidToVdiOid, type OidKind } from '../../lib/oid.js';
 import { SD_INODE_SIZE, objectCount, mapEntryOffset } from '../../lib/inode.js';
-import { stripIndexOf, baseOid, policyOf } from '../../lib/erasure-layout.js';
 import type { ObjectTransport } from '../../lib/vdi-io.js';
 import { SD_ATTR_OBJ_SIZE } from './vdi-attr.js';
 import type { VdiContext } from './context.js';
+import { stripIndexOf, baseOid, policyOf } from '../../lib/erasure-layout.js';
 
 /** Largest payload or read a single request may carry (a whole inode is 4,198,968 bytes). */
 export const MAX_DATA_LENGTH = 32 * 1024 * 1024;
