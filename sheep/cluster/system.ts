@@ -74,7 +74,7 @@ export class System {
     this.epochLog = new EpochLog(dir);
     this.recovery = new Recovery(store, {
       ...placement, unreferencedVdi: (vid) => this.vdis.unreferenced(vid),
-      rebuildStrip: (oid, ec, index) => this.gateway.ec.rebuildStrip(oid, ec, index, false),
+      rebuildStrip: (oid, ec, index, patient) => this.gateway.ec.rebuildStrip(oid, ec, index, patient),
     }, log);
     this.orphans = new OrphanCollector(store, this.vdis, log, orphanGraceMs, () => this.status === 'running');
     this.vdis.onDeleted = () => this.sweepSoon();

@@ -28,8 +28,8 @@ export interface RecoveryContext {
   objectSize(oid: bigint): number;
   /** the erasure code of a data object's VDI; null for objects kept as full copies */
   ecPolicy(oid: bigint): EcPolicy | null;
-  /** strip `index` of an erasure-coded object, decoded from X other strips */
-  rebuildStrip(oid: bigint, ec: EcPolicy, index: number): Promise<Buffer>;
+  /** strip `index` of an erasure-coded object, decoded from X other strips; `patient`: waits a while for X to be readable */
+  rebuildStrip(oid: bigint, ec: EcPolicy, index: number, patient: boolean): Promise<Buffer>;
   /** the VDI an object belongs to was deleted and nothing maps its objects: they must not come back */
   unreferencedVdi(vid: number): boolean;
   /** how connections to other sheep prove the cluster key */
@@ -55,6 +55,12 @@ const ROOM_POLL_MS = 1000;
 
 /** A copy this node cannot take now: its disk is under the reserve. The object waits for space. */
 class NoRoom extends Error {}
+
+/**
+ * A strip that can be neither copied nor decoded yet: fewer than X strips are in service while other
+ * nodes put their set-aside strips back. It waits until the rest of the run is done, then decodes.
+ */
+class StripLater extends Error {}
 
 
 export function parseThrottle(t: Partial<Throttle>): Throttle {
@@ -266,6 +272,8 @@ export class Recovery {
     this.status = { state: 'running', epoch, done: 0, total: mine.length, copied: 0, startedAt: Date.now() };
     let pulled = 0;
     let kept = 0;
+    /** second pass: strips left for later wait for X readable strips */
+    let patient = false;
     const recoverOne = async (oid: bigint): Promise<void> => {
       const hex = oidHex(oid);
       const holders = (where.get(hex) ?? []).filter((h) => h.node.nid !== me.nid);
@@ -306,7 +314,7 @@ export class Recovery {
         const best = holders.sort((a, b) => b.epoch - a.epoch)[0];
         if ((kind === 'data' || kind === 'vmstate') && this.ctx.unreferencedVdi(vid)) {
           // an object of a deleted VDI that nothing maps: it stays deleted (its copies are reclaimed)
-        } else if (!best && stripIndexOf(oid) !== null && await this.rebuildStrip(oid)) {
+        } else if (!best && stripIndexOf(oid) !== null && await this.rebuildStrip(oid, patient)) {
           // a strip no node holds in service: decoded from X others (strips in service are current)
           pulled++;
           this.status = { ...this.status, copied: this.status.copied + 1 };
@@ -327,6 +335,10 @@ export class Recovery {
           await copyFrom((staleElsewhere.get(hex) ?? []).sort((x, y) => y.epoch - x.epoch), true);
         } else if (staleEpoch !== undefined) {
           if (await this.store.restoreStale(oid)) pulled++;
+        } else if (!best && stripIndexOf(oid) !== null) {
+          // no source at all for this strip now: decoded once the other strips are back in service
+          if (!patient) throw new StripLater();
+          throw new SdError(Res.EIO, `strip ${stripIndexOf(oid)} of ${oidHex(baseOid(oid))}: fewer strips readable than it takes to decode it`);
         }
       }
       this.status = { ...this.status, done: this.status.done + 1 };
@@ -336,6 +348,8 @@ export class Recovery {
     const queue = [...mine];
     /** objects that found this node's disk full: they wait for space after the others */
     const waiting: bigint[] = [];
+    /** strips that could not be decoded in the first pass */
+    const later: bigint[] = [];
     let failed = false;
     const worker = async (index: number): Promise<void> => {
       for (;;) {
@@ -354,6 +368,7 @@ export class Recovery {
           if (pulled !== before && metrics.clientsActive(CLIENT_ACTIVE_MS)) await sleep(CLIENT_YIELD_MS);
         } catch (e) {
           if (e instanceof NoRoom) { waiting.push(oid); continue; }
+          if (e instanceof StripLater) { later.push(oid); continue; }
           failed = true;
           throw e;
         }
@@ -365,6 +380,11 @@ export class Recovery {
       const ends = await Promise.allSettled(Array.from({ length: parallel }, (_, i) => worker(i)));
       const err = ends.find((e): e is PromiseRejectedResult => e.status === 'rejected');
       if (err) throw err.reason;
+      if (later.length && !patient) {
+        patient = true;
+        queue.push(...later.splice(0));
+        continue;
+      }
       if (!waiting.length) break;
       // the disk is full: say so, free what can go (set-aside copies every owner holds), and wait for
       // space rather than fail in a loop; deletes elsewhere in the cluster free space meanwhile
@@ -457,13 +477,13 @@ export class Recovery {
   }
 
   /** Decodes strip `key` from the object's other strips and stores it here; false when too few are readable. */
-  private async rebuildStrip(key: bigint): Promise<boolean> {
+  private async rebuildStrip(key: bigint, patient: boolean): Promise<boolean> {
     const ec = this.ctx.ecPolicy(baseOid(key));
     if (!ec) return false;
     if (!this.store.hasRoom(this.ctx.objectSize(key))) throw new NoRoom();
     let data: Buffer;
     try {
-      data = await this.ctx.rebuildStrip(baseOid(key), ec, stripIndexOf(key)!);
+      data = await this.ctx.rebuildStrip(baseOid(key), ec, stripIndexOf(key)!, patient);
     } catch (e) {
       this.log.warn({ oid: oidHex(baseOid(key)), strip: stripIndexOf(key), err: (e as Error).message }, 'a strip could not be decoded: looking for a set-aside copy');
       return false;

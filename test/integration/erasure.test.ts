@@ -255,6 +255,16 @@ test('a 4:2 VDI backed up and restored into a new VDI reads the same', async () 
   assert.ok((await read7000(sheep[3], 'qrestored')).equals(expected.get('qemu')!));
 });
 
+test('deleting a 4:2 VDI reclaims every one of its strips on every sheep', async () => {
+  const vid = await vidOf('qrestored');
+  assert.ok((await stripsOnDisk(vid)).size > 0, 'it has strips');
+  const d = await collie(sheep[0].port, ['vdi', 'delete', 'qrestored']);
+  assert.equal(d.code, 0, d.stderr);
+  const until = Date.now() + 20_000;
+  while ((await stripsOnDisk(vid)).size && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
+  assert.equal((await stripsOnDisk(vid)).size, 0, 'no strip of the deleted VDI is left');
+});
+
 test('a copies=3 VDI lives beside the 4:2 ones: full copies on 3 sheep, Copies 3 in vdi list', async () => {
   const p = sheep[0].port;
   assert.equal((await collie(p, ['vdi', 'create', 'plain', '2M', '-c', '3', '-z', '20'])).code, 0);
