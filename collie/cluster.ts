@@ -5,11 +5,14 @@ import path from 'node:path';
 import { Op, Res, SdError } from '../lib/proto.js';
 import { newKeyText } from '../lib/auth.js';
 import type { StatClusterReply } from '../lib/admin.js';
-import { nodeWarnings } from './node.js';
+import { nodeWarnings, checkEcZones } from './node.js';
+import { redundancyText } from '../lib/erasure-layout.js';
 import { CliError, EXIT_FAILURE, EXIT_SYSFAIL, withClient, out, reason, ctimeString, shortTime, renderTable, confirm, type ConnOpts } from './common.js';
 
 export interface FormatOpts extends ConnOpts {
   copies: number;
+  /** an erasure code (lib/erasure-layout.ts), with copies X+Y; 0: full copies */
+  copyPolicy?: number;
   blockSizeShift: number;
   lock: boolean;
   force: boolean;
@@ -27,9 +30,10 @@ export async function clusterFormat(o: FormatOpts): Promise<void> {
       const ok = await confirm('Caution! The cluster is not empty: formatting deletes every VDI.\nAre you sure you want to continue?');
       if (!ok) throw new CliError('the cluster is not empty; not formatted (use --force to format anyway)');
     }
+    await checkEcZones(o, o.copyPolicy, 'Format failed');
     out('using backend plain store\n');
     try {
-      await c.control(Op.MAKE_FS, { copies: o.copies, blockSizeShift: o.blockSizeShift, lock: o.lock });
+      await c.control(Op.MAKE_FS, { copies: o.copies, copyPolicy: o.copyPolicy ?? 0, blockSizeShift: o.blockSizeShift, lock: o.lock });
     } catch (e) {
       throw new CliError(`Format failed: ${reason(e)}`, EXIT_SYSFAIL);
     }
@@ -45,7 +49,7 @@ export async function clusterInfo(o: ConnOpts & { verbose?: boolean }): Promise<
     return;
   }
   if (o.verbose) {
-    const lines = [`plain with ${st.copies} redundancy policy`, 'auto', 'node'];
+    const lines = [`plain with ${redundancyText(st.copies, st.copyPolicy)} redundancy policy`, 'auto', 'node'];
     const labels = ['Cluster store: ', 'Cluster vnodes strategy: ', 'Cluster vnode mode: '];
     for (let i = 0; i < 3; i++) out(raw ? `${lines[i]}\n` : `${labels[i]}${lines[i]}\n`);
     if (st.lock) out(raw ? 'lock\n' : 'Cluster VDI locking: enforced (formatted with --lock)\n');
@@ -53,7 +57,9 @@ export async function clusterInfo(o: ConnOpts & { verbose?: boolean }): Promise<
     out('\n');
   }
   if (!raw) out(`Cluster created at ${ctimeString(st.ctime)}\n`);
-  if (!raw && st.zones < st.copies) {
+  if (!raw && st.zones < st.copies && st.copyPolicy) {
+    out(`Cluster has ${st.zones} zone(s) for ${redundancyText(st.copies, st.copyPolicy)} erasure coding: its VDIs are readable, writes to them wait for ${st.copies} zones\n`);
+  } else if (!raw && st.zones < st.copies) {
     out(`Cluster has ${st.zones} zone(s) for ${st.copies} copies: every object is stored once in each zone until more zones join\n`);
   }
   if (!raw && st.status === 'running') for (const w of await nodeWarnings(o)) out(`${w}\n`);

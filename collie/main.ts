@@ -21,6 +21,19 @@ import { registerClusterSnapshot } from './cluster-snapshot.js';
 import { registerBenchmark } from './benchmark.js';
 import { nodeKill, nodeStat, nodeLogLevelGet, nodeLogLevelSet, nodeLogLevelList, nodeVnodesSet, nodeFormat } from './node-admin.js';
 import { clusterReweight, clusterAlterCopy, clusterCheck } from './cluster-admin.js';
+import { parseRedundancy } from '../lib/erasure-layout.js';
+
+/** dog's -c: N copies, or X:Y for an erasure code (X data + Y parity strips); refused with the reason. */
+function redundancyArg(v: string): { copies: number; copyPolicy: number } {
+  try {
+    const r = parseRedundancy(v);
+    if (!r.copyPolicy && (r.copies < 1 || r.copies > 31)) throw new InvalidArgumentError('must be 1..31 copies, or X:Y (X data strips of 2, 4, 8 or 16 and Y parity strips of 1..15)');
+    return r;
+  } catch (e) {
+    if (e instanceof InvalidArgumentError) throw e;
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
 
 function intArg(min: number, max: number) {
   return (v: string): number => {
@@ -96,11 +109,11 @@ cluster.command('keygen').description(`write a new random cluster key (give it t
   .option('-f, --force', 'replace an existing key file (sheep using the old key must be restarted with the new one)', false)
   .action(act(async (file: string, o: { force: boolean }) => clusterKeygen(file, o.force)));
 conn(cluster.command('format').description('create a Sheepdog store: wipes every node and sets the defaults'))
-  .option('-c, --copies <n>', 'default number of copies of every object', intArg(1, 31), 3)
+  .option('-c, --copies <n>', 'default data redundancy: N full copies of every object, or X:Y erasure coding (X data strips of 2, 4, 8 or 16 plus Y parity strips of 1..15 on X+Y zones: survives Y lost zones at (X+Y)/X the space)', redundancyArg, { copies: 3, copyPolicy: 0 })
   .option('-z, --block-size-shift <n>', 'default object size as a power of two (20..31)', intArg(20, 31), 22)
   .option('-l, --lock', 'enforce VDI locks: a second writer is refused', false)
   .option('-f, --force', 'do not ask for confirmation when the cluster holds VDIs', false)
-  .action(act(async (o: Opts) => clusterFormat({ ...o, copies: o.copies as number, blockSizeShift: o.blockSizeShift as number, lock: Boolean(o.lock), force: Boolean(o.force) })));
+  .action(act(async (o: Opts) => clusterFormat({ ...o, ...(o.copies as { copies: number; copyPolicy: number }), blockSizeShift: o.blockSizeShift as number, lock: Boolean(o.lock), force: Boolean(o.force) })));
 conn(cluster.command('info').description('show cluster status, creation time and epoch history'), true)
   .option('-v, --verbose', 'print more information', false)
   .action(act(async (o: Opts) => clusterInfo({ ...o, verbose: Boolean(o.verbose) })));
@@ -176,11 +189,12 @@ conn(md.command('unplug').description("unplug disk(s) from the node: their objec
 const vdi = program.command('vdi').description('virtual disk images');
 conn(vdi.command('create').description('create an image').argument('<vdiname>').argument('<size>', 'size, e.g. 10G'), true)
   .option('-P, --prealloc', 'preallocate all the data objects', false)
-  .option('-c, --copies <n>', 'number of copies (default: the cluster default)', intArg(1, 31))
+  .option('-c, --copies <n>', 'data redundancy: N full copies, or X:Y erasure coding (X data strips of 2, 4, 8 or 16 plus Y parity strips of 1..15, on X+Y zones; default: the cluster default)', redundancyArg)
   .option('-z, --block-size-shift <n>', 'object size as a power of two', intArg(0, 64))
   .option('-v, --verbose', 'print the id of the new VDI', false)
   .action(act(async (name: string, size: string, o: Opts) => vdiCreate(name, sizeArg(size), {
-    ...o, prealloc: Boolean(o.prealloc), copies: o.copies as number | undefined,
+    ...o, prealloc: Boolean(o.prealloc), copies: (o.copies as { copies: number } | undefined)?.copies,
+    copyPolicy: (o.copies as { copyPolicy: number } | undefined)?.copyPolicy,
     blockSizeShift: o.blockSizeShift as number | undefined, verbose: Boolean(o.verbose),
   })));
 conn(vdi.command('list').description('list images').argument('[vdiname]', 'only this VDI and its snapshots'), true)

@@ -3,6 +3,7 @@
 import { Op } from '../lib/proto.js';
 import { SheepClient } from '../lib/client.js';
 import { formatSize } from '../lib/units.js';
+import { policyOf } from '../lib/erasure-layout.js';
 import type { NodeListReply, StatSheepReply, RecoveryStatus, Throttle } from '../lib/admin.js';
 import { progress } from './progress.js';
 import { CliError, EXIT_SYSFAIL, EXIT_USAGE, withClient, connectTo, out, reason, renderTable, type Column, type ConnOpts } from './common.js';
@@ -20,6 +21,19 @@ export async function nodeList(o: ConnOpts): Promise<NodeListReply> {
 const NODE_COLUMNS: Column[] = [{ width: 20, gap: '   ' }, { width: 2, align: 'right', gap: '\t' }, { width: 11, align: 'right', gap: '' }];
 /** A mark for the node collie talks to, then the Id. */
 const NODE_LIST_COLUMNS: Column[] = [{ width: 1 }, { width: 3, align: 'right', gap: '' }, ...NODE_COLUMNS];
+
+/**
+ * An erasure code needs a zone per strip: refused here with the reason (the sheep refuses it too,
+ * but a protocol error carries only its code).
+ */
+export async function checkEcZones(o: ConnOpts, copyPolicy: number | undefined, what: string): Promise<void> {
+  const ec = policyOf(copyPolicy ?? 0);
+  if (!ec) return;
+  const zones = new Set((await nodeList(o)).nodes.map((n) => n.zone)).size;
+  if (ec.d + ec.p > zones) {
+    throw new CliError(`${what}: ${ec.d}:${ec.p} puts each object's ${ec.d + ec.p} strips on ${ec.d + ec.p} distinct zones, but the cluster has ${zones}`, EXIT_USAGE);
+  }
+}
 
 export async function nodeListCmd(o: ConnOpts): Promise<void> {
   const l = await nodeList(o);
@@ -47,12 +61,14 @@ export async function nodeInfoCmd(o: ConnOpts): Promise<void> {
   const row = (cells: Array<string | number>) => out(renderTable(NODE_INFO_COLUMNS, [cells]));
   if (!raw) row(['Id', 'Size', 'Used', 'Avail', 'Use%']);
   let tSize = 0, tUsed = 0, tAvail = 0, vsize = 0, ok = 0;
+  const strips = new Map<number, number>();
   for (const [i, n] of l.nodes.entries()) {
     try {
       const c = await connectTo(n.host, n.port);
       try {
         const s = await c.control<StatSheepReply>(Op.STAT_SHEEP);
         tSize += s.size; tUsed += s.used; tAvail += s.avail; vsize = Math.max(vsize, s.vdiSizeTotal); ok++;
+        for (const [policy, bytes] of s.ecStrips ?? []) strips.set(policy, (strips.get(policy) ?? 0) + bytes);
         // a node whose disk failed, or whose free space is under its reserve, says so after its figures
         const state = s.diskFailed ? `disk failed: ${s.diskFailed}` : s.full ? `full (under the ${size(s.reserve ?? 0)} reserve: new objects refused)` : '';
         if (raw) out(`${i} ${s.size} ${s.used} ${s.avail} ${pct(s.used, s.size)}%${s.diskFailed ? ' failed' : s.full ? ' full' : ''}\n`);
@@ -70,6 +86,28 @@ export async function nodeInfoCmd(o: ConnOpts): Promise<void> {
     row(['Total', size(tSize), size(tUsed), size(tAvail), `${pct(tUsed, tSize)}%`]);
     out(`\nTotal virtual image size\t${size(vsize)}\n`);
   }
+  for (const line of ecSavings(strips, raw)) out(line);
+}
+
+/**
+ * Space erasure coding saves: per code X:Y, the strips hold X/(X+Y) of their bytes as data, and
+ * Y+1 full copies of that data would survive as many lost zones.
+ */
+function ecSavings(strips: Map<number, number>, raw?: boolean): string[] {
+  const lines: string[] = [];
+  for (const [policy, bytes] of [...strips].sort((a, b) => a[0] - b[0])) {
+    const ec = policyOf(policy);
+    if (!ec) continue;
+    const data = Math.round((bytes * ec.d) / (ec.d + ec.p));
+    const copies = data * (ec.p + 1);
+    const saved = Math.max(0, copies - bytes);
+    if (raw) lines.push(`EC ${ec.d}:${ec.p} ${bytes} ${data} ${copies} ${saved}\n`);
+    else {
+      lines.push(`Erasure coding ${ec.d}:${ec.p}\t${formatSize(bytes)} of strips hold ${formatSize(data)} of data; ` +
+        `${ec.p + 1} full copies (the same ${ec.p} failures) would take ${formatSize(copies)}: ${formatSize(saved)} saved\n`);
+    }
+  }
+  return lines;
 }
 
 /**

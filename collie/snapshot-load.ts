@@ -265,7 +265,7 @@ class Rebuild {
     try {
       vid = parent
         ? await this.c.newVdi(v.name, BigInt(v.vdiSize), { baseVdiId: parent })
-        : await this.c.newVdi(v.name, BigInt(v.vdiSize), { copies: v.nrCopies, blockSizeShift: v.blockSizeShift });
+        : await this.c.newVdi(v.name, BigInt(v.vdiSize), { copies: v.nrCopies, copyPolicy: v.copyPolicy ?? 0, blockSizeShift: v.blockSizeShift });
     } catch (e) {
       throw this.fail(`Failed to create VDI ${label(v)}: ${reason(e)}`);
     }

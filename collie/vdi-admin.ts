@@ -11,6 +11,8 @@ import { Ring } from '../lib/ring.js';
 import { SD_INODE_SIZE } from '../lib/inode.js';
 import { nodeList } from './node.js';
 import { progress } from './progress.js';
+import { checkErasureObject } from './vdi-check-ec.js';
+import { policyOf } from '../lib/erasure-layout.js';
 import { resolveVid } from './vdi-family.js';
 
 // ------------------------------------------------------------------ attributes
@@ -123,9 +125,18 @@ export async function vdiCheck(name: string, o: ConnOpts & { snapshot?: string; 
     // a VDI a client holds open may be written during the check: differing copies are only reported
     const inUse = (await c.control<LockInfo[]>(Op.LOCK_LIST)).some((l) => l.vid === vid);
     const bar = progress(`checking ${name}`, oids.length, 'objects');
+    const ec = policyOf(v.header.copyPolicy);
     for (const oid of oids) {
       bar.add(1);
       const hex = oidHex(oid);
+      if (ec && oid >> 63n === 0n) {
+        // an erasure-coded data object: its strips, not copies
+        const r = await checkErasureObject(oid, ec, v.header.copyPolicy, 2 ** v.header.blockSizeShift, nodes, ring, lists, { exist: o.exist, inUse, name });
+        missingReplicas += r.missing;
+        if (r.lost) lost++;
+        if (r.undecided) undecided++;
+        continue;
+      }
       const targets = nodes.length < copies ? nodes : ring.replicas(oid, copies);
       const holders = nodes.filter((_, i) => lists[i].has(hex));
       const missing = targets.filter((t) => !holders.includes(t));

@@ -75,7 +75,7 @@ export async function vdiClone(src: string, dst: string, o: ConnOpts & { snapsho
     let vid: number;
     try {
       vid = o.full
-        ? await c.newVdi(dst, base.header.vdiSize, { copies: base.header.nrCopies, blockSizeShift: base.header.blockSizeShift })
+        ? await c.newVdi(dst, base.header.vdiSize, { copies: base.header.nrCopies, copyPolicy: base.header.copyPolicy, blockSizeShift: base.header.blockSizeShift })
         : await c.newVdi(dst, base.header.vdiSize, { baseVdiId: snapVid });
     } catch (e) {
       throw new CliError(`Failed to create VDI ${dst}: ${reason(e)}`);

@@ -17,13 +17,16 @@ import {
   CliError, EXIT_SYSFAIL, EXIT_USAGE, withClient, out, reason, shortTime, snapshotSpec, renderTable, onNode, type Column, type ConnOpts,
 } from './common.js';
 import { Ring } from '../lib/ring.js';
-import { nodeList } from './node.js';
+import { nodeList, checkEcZones } from './node.js';
+import { redundancyText, policyOf } from '../lib/erasure-layout.js';
 
 // ------------------------------------------------------------------ create
 
 export interface CreateOpts extends ConnOpts {
   prealloc?: boolean;
   copies?: number;
+  /** an erasure code (lib/erasure-layout.ts), with copies X+Y */
+  copyPolicy?: number;
   blockSizeShift?: number;
   verbose?: boolean;
 }
@@ -44,9 +47,10 @@ export async function vdiCreate(name: string, size: number, o: CreateOpts): Prom
     if (BigInt(size) > maxVdiSize(effBss)) {
       throw new CliError(`VDI size is larger than ${formatSize(Number(maxVdiSize(effBss)))} bytes, please use '-z' to create larger object size volume`, EXIT_USAGE);
     }
+    await checkEcZones(o, o.copyPolicy, `Failed to create VDI ${name}`);
     let vid: number;
     try {
-      vid = await c.newVdi(name, BigInt(size), { copies: o.copies ?? 0, blockSizeShift: bss });
+      vid = await c.newVdi(name, BigInt(size), { copies: o.copies ?? 0, copyPolicy: o.copyPolicy ?? 0, blockSizeShift: bss });
     } catch (e) {
       throw new CliError(`Failed to create VDI ${name}: ${reason(e)}`);
     }
@@ -140,11 +144,11 @@ export async function vdiList(name: string | undefined, o: ConnOpts): Promise<vo
       const sec = ctimeSeconds(h.createTime);
       if (o.raw) {
         const type = snap ? 's' : clone ? 'c' : '=';
-        lines.push(`${type} ${escapeName(h.name)} ${id} ${h.vdiSize} ${own * os} ${shared * os} ${sec} ${h.vdiId.toString(16)} ${h.nrCopies} ${h.tag} ${h.blockSizeShift}\n`);
+        lines.push(`${type} ${escapeName(h.name)} ${id} ${h.vdiSize} ${own * os} ${shared * os} ${sec} ${h.vdiId.toString(16)} ${redundancyText(h.nrCopies, h.copyPolicy)} ${h.tag} ${h.blockSizeShift}\n`);
       } else {
         const type = snap ? 's' : clone ? 'c' : ' ';
         rows.push([type, h.name, id, formatSize(Number(h.vdiSize)), formatSize(own * os), formatSize(shared * os), shortTime(sec),
-          h.vdiId.toString(16), h.nrCopies, h.tag, h.blockSizeShift]);
+          h.vdiId.toString(16), redundancyText(h.nrCopies, h.copyPolicy), h.tag, h.blockSizeShift]);
       }
     }
     // a VDI whose inode is gone is still in the table: show it, marked, rather than fail the listing
@@ -369,7 +373,23 @@ export async function vdiObject(sub: string, name: string, o: ConnOpts & { index
         return;
       }
       oid = vidToDataOid(owner, o.index);
-      out(`Looking for the object ${oidHex(oid)} (vid 0x${v.vid.toString(16)} idx ${o.index}, ${v.header.nrCopies} copies) with ${nodes.nodes.length} nodes\n\n`);
+      const redundancy = v.header.copyPolicy ? `${redundancyText(v.header.nrCopies, v.header.copyPolicy)} erasure coded` : `${v.header.nrCopies} copies`;
+      out(`Looking for the object ${oidHex(oid)} (vid 0x${v.vid.toString(16)} idx ${o.index}, ${redundancy}) with ${nodes.nodes.length} nodes\n\n`);
+    }
+    const ec = o.index === undefined ? null : policyOf(v.header.copyPolicy);
+    if (ec) {
+      // an erasure-coded object is its strips: which node holds which, and where the ring puts each
+      const total = ec.d + ec.p;
+      for (const n of nodes.nodes) {
+        const held: number[] = [];
+        for (let i = 0; i < total; i++) {
+          if (await onNode(n.host, n.port, (c) => c.peerReadStrip(oid, v.header.copyPolicy, i, 0, 0).then(() => true, () => false))) held.push(i);
+        }
+        out(`${n.host}:${n.port} ${held.length ? `has strip ${held.join(', ')}` : "doesn't have the object"}\n`);
+      }
+      const where = new Ring(nodes.nodes).replicas(oid, total);
+      out(`\nAccording to sheepdog algorithm, the ${total} strips should be located at:\n${where.map((n, i) => `${i}:${n.host}:${n.port}`).join(' ')}\n`);
+      return;
     }
     for (const n of nodes.nodes) {
       const has = await hasObject(n.host, n.port, oid);

@@ -34,6 +34,8 @@ export interface StatSheepReply {
   objects?: number;
   /** client I/O served by this node since it started (port 7000 and NBD; peers not counted) */
   io?: { reads: number; writes: number; readBytes: number; writtenBytes: number };
+  /** bytes of erasure-coded strips on this node, per copy_policy byte of their VDIs (`node info`'s space saved) */
+  ecStrips?: Array<[copyPolicy: number, bytes: number]>;
 }
 
 /** STAT_SHEEP's optional argument */

@@ -201,10 +201,11 @@ export class SheepClient {
 
   // ------------------------------------------------------------ object I/O
 
-  private objHeader(opcode: number, flags: number, oid: bigint, len: number, offset: number, cowOid = 0n): Buffer {
+  /** `strip`: a strip of an erasure-coded object (copy_policy and ec_index, as Sheepdog's peer requests carry them). */
+  private objHeader(opcode: number, flags: number, oid: bigint, len: number, offset: number, cowOid = 0n, strip?: { copyPolicy: number; index: number }): Buffer {
     const r: ObjReq = {
       protoVer: 0, opcode, flags, epoch: 0, id: 0, dataLength: len,
-      oid, cowOid, copies: 0, copyPolicy: 0, ecIndex: 0, tgtEpoch: 0, offset: BigInt(offset),
+      oid, cowOid, copies: 0, copyPolicy: strip?.copyPolicy ?? 0, ecIndex: strip?.index ?? 0, tgtEpoch: 0, offset: BigInt(offset),
     };
     return encodeObjReq(r);
   }
@@ -265,6 +266,19 @@ export class SheepClient {
     const { rsp, data } = await this.send(this.objHeader(Op.READ_PEER, 0, oid, length, offset));
     check(rsp);
     return data;
+  }
+
+  /** Strip `index` of an erasure-coded object as this sheep's own store holds it (length 0: whether it does). */
+  async peerReadStrip(oid: bigint, copyPolicy: number, index: number, offset: number, length: number): Promise<Buffer> {
+    const { rsp, data } = await this.send(this.objHeader(Op.READ_PEER, 0, oid, length, offset, 0n, { copyPolicy, index }));
+    check(rsp);
+    return data;
+  }
+
+  /** Writes a whole strip into this sheep's own store (repair). */
+  async peerCreateStrip(oid: bigint, copyPolicy: number, index: number, data: Buffer): Promise<void> {
+    const { rsp } = await this.send(this.objHeader(Op.CREATE_AND_WRITE_PEER, Flag.CMD_WRITE, oid, data.length, 0, 0n, { copyPolicy, index }), data);
+    check(rsp);
   }
 
   /** Writes a whole replica into this sheep's own store (repair). */

@@ -12,6 +12,7 @@ command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)          # tests render `
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++ make python3)
 command -v corosync >/dev/null 2>&1 || need_apt+=(corosync)              # the corosync cluster driver
 [ -e /usr/include/corosync/cpg.h ] || need_apt+=(libcpg-dev)            # builds native/ (the CPG addon)
+[ -e /usr/include/isa-l/erasure_code.h ] || need_apt+=(libisal-dev)     # builds native/erasure/ (the Reed-Solomon codec)
 [ -e /usr/share/java/zookeeper.jar ] || need_apt+=(zookeeper)            # tests run a ZooKeeper ensemble (zookeeper driver)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)            # tests check /metrics with promtool
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)              # tests load the monitor page
@@ -30,8 +31,9 @@ stamp=node_modules/.package-lock.json
 if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ ! -e node_modules/fs-xattr/build/Release/xattr.node ]; then
   echo "setup: npm ci" >&2
   npm ci --no-audit --no-fund --loglevel=error
-elif [ -e /usr/include/corosync/cpg.h ] && [ ! -e native/build/Release/cpg.node ]; then
-  node native/build.mjs                                             # libcpg-dev arrived after npm ci
+elif { [ -e /usr/include/corosync/cpg.h ] && [ ! -e native/build/Release/cpg.node ]; } ||
+     { [ -e /usr/include/isa-l/erasure_code.h ] && [ ! -e native/erasure/build/Release/erasure.node ]; }; then
+  node native/build.mjs                                             # libcpg-dev or libisal-dev arrived after npm ci
 fi
 echo "setup: building" >&2
 npx tsc -p tsconfig.json

@@ -2,7 +2,8 @@
 // protocol (membership.ts) and the ordered decisions (decisions.ts), over the replication layer and
 // the VDI table. The front ends talk to this class only.
 
-import { oidToVid, vidToVdiOid } from '../../lib/oid.js';
+import { oidKind, oidToVid, vidToVdiOid } from '../../lib/oid.js';
+import { policyOf } from '../../lib/erasure-layout.js';
 import { Res, SdError } from '../../lib/proto.js';
 import { SD_INODE_HEADER_SIZE, decodeInodeHeader, makeCtime } from '../../lib/inode.js';
 import type { NodeInfo } from '../../lib/node.js';
@@ -62,6 +63,8 @@ export class System {
       nodes: () => this.members,
       copies: (oid: bigint) => this.vdis.get(oidToVid(oid))?.nrCopies || this.config?.copies || 1,
       objectSize: (oid: bigint) => objectSize(this, oid),
+      // only data objects are erasure-coded: inodes, attributes and vmstate stay full copies
+      ecPolicy: (oid: bigint) => (oidKind(oid) === 'data' ? policyOf(this.vdis.get(oidToVid(oid))?.copyPolicy ?? 0) : null),
       peerAuth: { key: clusterKey, tls: peerTls },
     };
     this.peerAuth = placement.peerAuth;
@@ -69,7 +72,10 @@ export class System {
     this.vdis = new VdiTable(this.gateway, log);
     this.vdis.onHeaderChange = async (update) => { await this.decide({ kind: 'header', update }); };
     this.epochLog = new EpochLog(dir);
-    this.recovery = new Recovery(store, { ...placement, unreferencedVdi: (vid) => this.vdis.unreferenced(vid) }, log);
+    this.recovery = new Recovery(store, {
+      ...placement, unreferencedVdi: (vid) => this.vdis.unreferenced(vid),
+      rebuildStrip: (oid, ec, index, patient) => this.gateway.ec.rebuildStrip(oid, ec, index, patient),
+    }, log);
     this.orphans = new OrphanCollector(store, this.vdis, log, orphanGraceMs, () => this.status === 'running');
     this.vdis.onDeleted = () => this.sweepSoon();
     store.onDiskFailure = (reason) => {

@@ -9,11 +9,14 @@
 //   admin:  what only collie needs; a connection authenticated as admin may send every opcode
 //   peer:   sheep-to-sheep; a connection authenticated as peer may send client and peer opcodes
 
+import fs from 'node:fs/promises';
 import { pack, unpack } from 'msgpackr';
 import {
   Op, Flag, Res, SdError, decodeObjReq, decodeVdiReq, decodeNameTag, type HeaderPrefix, type ObjReq,
 } from '../../lib/proto.js';
 import { oidKind, oidToVid, dataOidToIdx, NR_VDIS } from '../../lib/oid.js';
+import { policyOf, ecPolicyProblem, stripKey, stripIndexOf } from '../../lib/erasure-layout.js';
+import { erasureUnavailable } from '../../native/erasure.js';
 import { SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT } from '../../lib/inode.js';
 import { vdiAttr } from '../vdi/vdi-attr.js';
 import { vdiNameProblem } from '../../lib/vdi-name.js';
@@ -163,6 +166,16 @@ function peerReq(sys: System, req: OpRequest): ObjReq & { off: number } {
   if (r.epoch > sys.epoch) throw new SdError(Res.NEW_NODE_VER);
   if (oidKind(r.oid) === null) throw new SdError(Res.INVALID_PARMS, `malformed oid ${r.oid.toString(16)}`);
   if (r.dataLength > MAX_DATA_LENGTH || r.offset > BigInt(MAX_OBJECT_SIZE)) throw new SdError(Res.INVALID_PARMS, 'range too large');
+  // a strip of an erasure-coded object (copy_policy and ec_index set, as Sheepdog's requests carry
+  // them): the handlers below work on the strip's own key in the store
+  if (r.copyPolicy !== 0) {
+    const ec = policyOf(r.copyPolicy)!;
+    const why = ecPolicyProblem(ec.d, ec.p);
+    if (why) throw new SdError(Res.INVALID_PARMS, `copy_policy ${r.copyPolicy}: ${why}`);
+    if (oidKind(r.oid) !== 'data') throw new SdError(Res.INVALID_PARMS, 'only data objects are erasure-coded');
+    if (r.ecIndex >= ec.d + ec.p) throw new SdError(Res.INVALID_PARMS, `strip ${r.ecIndex} of a ${ec.d}:${ec.p} object`);
+    return { ...r, oid: stripKey(r.oid, r.ecIndex), off: Number(r.offset) };
+  }
   return { ...r, off: Number(r.offset) };
 }
 
@@ -252,11 +265,29 @@ async function newVdi(sys: System, req: OpRequest): Promise<OpReply> {
   // a snapshot keeps its VDI's name; only new names are checked (names made before the rule still work)
   const bad = snapshot ? null : vdiNameProblem(name);
   if (bad) throw new SdError(Res.INVALID_PARMS, bad);
+  if (!snapshot && !r.baseVdiId) checkErasureCode(sys, r.copies ? r.copyPolicy : sys.clusterDefaults.copyPolicy);
   const e = await sys.newVdi({
     name, size: r.vdiSize, baseVid: r.baseVdiId, snapshot,
     copies: r.copies, copyPolicy: r.copyPolicy, blockSizeShift: r.blockSizeShift,
   });
   return vdiReply(e);
+}
+
+/**
+ * An erasure code this cluster can keep: valid X:Y, X+Y zones to put the strips on, and the codec
+ * built here. Checked where the request arrives, before the decision every node applies.
+ */
+function checkErasureCode(sys: System, copyPolicy: number): void {
+  const ec = policyOf(copyPolicy);
+  if (!ec) return;
+  const why = ecPolicyProblem(ec.d, ec.p);
+  if (why) throw new SdError(Res.INVALID_PARMS, why);
+  const zones = new Set(sys.members.map((n) => n.zone)).size;
+  if (ec.d + ec.p > zones) {
+    throw new SdError(Res.INVALID_PARMS, `${ec.d}:${ec.p} puts its ${ec.d + ec.p} strips on ${ec.d + ec.p} zones; the cluster has ${zones}`);
+  }
+  const unavailable = erasureUnavailable();
+  if (unavailable) throw new SdError(Res.INVALID_PARMS, unavailable);
 }
 
 async function lockVdi(sys: System, req: OpRequest): Promise<OpReply> {
@@ -323,10 +354,15 @@ async function makeFs(sys: System, req: OpRequest): Promise<OpReply> {
   const copies = Number(a.copies);
   const bss = Number(a.blockSizeShift ?? 22);
   if (!Number.isInteger(copies) || copies < 1 || copies > 31) throw new SdError(Res.INVALID_PARMS, 'copies must be 1..31');
+  const copyPolicy = Number(a.copyPolicy ?? 0);
+  if (!Number.isInteger(copyPolicy) || copyPolicy < 0 || copyPolicy > 0xff) throw new SdError(Res.INVALID_PARMS, 'copy_policy must be a byte');
+  checkErasureCode(sys, copyPolicy);
+  const ec = policyOf(copyPolicy);
+  if (ec && copies !== ec.d + ec.p) throw new SdError(Res.INVALID_PARMS, `an erasure code ${ec.d}:${ec.p} has ${ec.d + ec.p} copies, not ${copies}`);
   if (!Number.isInteger(bss) || bss < SD_MIN_BLOCK_SIZE_SHIFT || bss > SD_MAX_BLOCK_SIZE_SHIFT) {
     throw new SdError(Res.INVALID_PARMS, `block size shift must be ${SD_MIN_BLOCK_SIZE_SHIFT}..${SD_MAX_BLOCK_SIZE_SHIFT}`);
   }
-  await sys.decide({ kind: 'format', copies, copyPolicy: 0, blockSizeShift: bss, lock: Boolean(a.lock), ctime: Date.now() });
+  await sys.decide({ kind: 'format', copies, copyPolicy, blockSizeShift: bss, lock: Boolean(a.lock), ctime: Date.now() });
   return {};
 }
 
@@ -349,8 +385,23 @@ async function statSheep(sys: System, req: OpRequest): Promise<OpReply> {
   const d = await sys.diskStats(cachedMs);
   let total = 0;
   for (const v of sys.vdis.all()) if (!v.deleted && v.snapCtime === 0n) total += Number(v.vdiSize);
-  const r: StatSheepReply = { ...d, vdiSizeTotal: total, io: { ...metrics.io } };
+  const r: StatSheepReply = { ...d, vdiSizeTotal: total, io: { ...metrics.io }, ecStrips: await stripUsage(sys) };
   return reply(r);
+}
+
+/** Bytes of strip files here (allocated blocks), per erasure code of their VDIs. */
+async function stripUsage(sys: System): Promise<Array<[number, number]>> {
+  const byPolicy = new Map<number, number>();
+  for (const key of await sys.store.list()) {
+    if (stripIndexOf(key) === null) continue;
+    const policy = sys.vdis.get(oidToVid(key))?.copyPolicy ?? 0;
+    if (!policy) continue;
+    try {
+      const st = await fs.stat(sys.store.pathOf(key));
+      byPolicy.set(policy, (byPolicy.get(policy) ?? 0) + st.blocks * 512);
+    } catch { /* removed meanwhile */ }
+  }
+  return [...byPolicy];
 }
 
 

@@ -15,6 +15,8 @@ import type { NodeInfo } from '../../lib/node.js';
 import type { Logger } from '../util/log.js';
 import type { ObjList } from '../../lib/admin.js';
 import { unpack } from 'msgpackr';
+import { ErasureIo } from './erasure-io.js';
+import { policyByte, stripKey, type EcPolicy } from '../../lib/erasure-layout.js';
 
 /** Object I/O as the VDI layer sees it: wherever the replicas are. */
 export interface ObjectIo {
@@ -33,6 +35,8 @@ export interface GatewayContext {
   /** how many copies an object has (its VDI's, else the cluster default) */
   copies(oid: bigint): number;
   objectSize(oid: bigint): number;
+  /** the erasure code of a data object's VDI; null for objects kept as full copies */
+  ecPolicy(oid: bigint): EcPolicy | null;
   /** resolves at the next membership change (or after ms) */
   membershipChange(ms: number): Promise<void>;
   /** throws WAIT_FOR_JOIN or HALT while the cluster may not do object I/O */
@@ -128,7 +132,40 @@ export class Gateway implements ObjectIo {
   private ringNodes: readonly NodeInfo[] = [];
   private readonly targetCache = new Map<bigint, { copies: number; nodes: NodeInfo[] }>();
 
-  constructor(private readonly store: ObjectStore, private readonly ctx: GatewayContext, private readonly log: Logger) {}
+  /** object I/O of erasure-coded VDIs, on strips through this gateway's links */
+  readonly ec: ErasureIo;
+
+  constructor(private readonly store: ObjectStore, private readonly ctx: GatewayContext, private readonly log: Logger) {
+    this.ec = new ErasureIo({
+      readStrip: (n, oid, ec, i, off, len) => {
+        if (this.isMe(n)) return len === 0 ? this.store.exists(stripKey(oid, i)).then((y) => { if (!y) throw new SdError(Res.NO_OBJ); return Buffer.alloc(0); }) : this.store.read(stripKey(oid, i), off, len);
+        return this.peerRequest(n, Op.READ_PEER, oid, off, len, undefined, 0, ec, i);
+      },
+      writeStrip: async (n, oid, ec, i, off, data) => {
+        if (this.isMe(n)) await this.store.write(stripKey(oid, i), off, data, this.ctx.epoch());
+        else await this.peerRequest(n, Op.WRITE_PEER, oid, off, data.length, data, 0, ec, i);
+      },
+      createStrip: async (n, oid, ec, i, off, data, ifAbsent) => {
+        if (this.isMe(n)) {
+          if (ifAbsent) await this.store.createIfAbsent(stripKey(oid, i), data, this.ctx.epoch());
+          else await this.store.create(stripKey(oid, i), off, data, this.ctx.epoch());
+        } else {
+          await this.peerRequest(n, Op.CREATE_AND_WRITE_PEER, oid, off, data.length, data, ifAbsent ? Flag.CMD_IF_ABSENT : 0, ec, i);
+        }
+      },
+      removeStrip: async (n, oid, ec, i) => {
+        if (this.isMe(n)) return this.store.remove(stripKey(oid, i));
+        await this.peerRequest(n, Op.REMOVE_PEER, oid, 0, 0, undefined, 0, ec, i);
+        return true;
+      },
+      targets: (oid) => this.targets(oid),
+      nodes: () => this.ctx.nodes(),
+      objectSize: (oid) => this.ctx.objectSize(oid),
+      ioReady: () => this.ioReady(),
+      membershipChange: (ms) => this.ctx.membershipChange(ms),
+      retryable: (e) => e instanceof SdError && RETRYABLE.has(e.result),
+    }, log);
+  }
 
   /**
    * The ring of the current members, derived from the previous one when they changed (only the
@@ -182,10 +219,11 @@ export class Gateway implements ObjectIo {
     return p;
   }
 
-  private peerRequest(n: NodeInfo, opcode: number, oid: bigint, offset: number, length: number, payload?: Buffer, flags = 0): Promise<Buffer> {
+  /** A request to one node; with `ec`, about strip `ecIndex` of the object (as Sheepdog's peer requests carry it). */
+  private peerRequest(n: NodeInfo, opcode: number, oid: bigint, offset: number, length: number, payload?: Buffer, flags = 0, ec?: EcPolicy, ecIndex = 0): Promise<Buffer> {
     const h = encodeObjReq({
       protoVer: 0, opcode, flags: (payload ? Flag.CMD_WRITE : 0) | Flag.CMD_FOR_CLIENT | flags, epoch: this.ctx.epoch(), id: 0,
-      dataLength: payload ? payload.length : length, oid, cowOid: 0n, copies: 0, copyPolicy: 0, ecIndex: 0, tgtEpoch: 0,
+      dataLength: payload ? payload.length : length, oid, cowOid: 0n, copies: 0, copyPolicy: ec ? policyByte(ec.d, ec.p) : 0, ecIndex, tgtEpoch: 0,
       offset: BigInt(offset),
     });
     return this.peer(n).request(h, payload, (payload?.length ?? length) > BIG);
@@ -331,30 +369,40 @@ export class Gateway implements ObjectIo {
   }
 
   read(oid: bigint, offset: number, length: number): Promise<Buffer> {
+    const ec = this.ctx.ecPolicy(oid);
+    if (ec) return this.ec.read(oid, ec, offset, length);
     return this.readAnywhere(oid, offset, length);
   }
 
   write(oid: bigint, offset: number, data: Buffer): Promise<void> {
+    const ec = this.ctx.ecPolicy(oid);
+    if (ec) return this.ec.write(oid, ec, offset, data);
     return this.replicated(oid, (n) => this.writeOn(n, oid, offset, data));
   }
 
   async create(oid: bigint, offset: number, data: Buffer, cowFrom?: bigint): Promise<void> {
-    if (cowFrom === undefined) return this.replicated(oid, (n) => this.createOn(n, oid, offset, data));
-    // copy-on-write: the source may live on other nodes than the new object, so the gateway
-    // builds the whole new object (source + payload) and sends it to every replica
-    const full = await this.readAnywhere(cowFrom, 0, this.ctx.objectSize(oid));
+    const ec = this.ctx.ecPolicy(oid);
+    // copy-on-write: the source may live on other nodes than the new object (and be erasure-coded
+    // itself: read() decodes it), so the gateway builds the whole new object (source + payload)
+    const full = cowFrom === undefined ? undefined : await this.read(cowFrom, 0, this.ctx.objectSize(oid));
+    if (ec) return this.ec.create(oid, ec, offset, data, full);
+    if (!full) return this.replicated(oid, (n) => this.createOn(n, oid, offset, data));
     data.copy(full, offset);
     return this.replicated(oid, (n) => this.createOn(n, oid, 0, full));
   }
 
   /** Removes every copy, also from nodes that hold one only because placement moved. */
   async remove(oid: bigint): Promise<boolean> {
+    const ec = this.ctx.ecPolicy(oid);
+    if (ec) return this.ec.remove(oid, ec);
     const results = await Promise.allSettled(this.ctx.nodes().map((n) =>
       this.isMe(n) ? this.store.remove(oid) : this.peerRequest(n, Op.REMOVE_PEER, oid, 0, 0).then(() => true)));
     return results.some((r) => r.status === 'fulfilled' && r.value);
   }
 
   async exists(oid: bigint): Promise<boolean> {
+    const ec = this.ctx.ecPolicy(oid);
+    if (ec) return this.ec.exists(oid, ec);
     for (const n of this.ctx.nodes()) {
       try {
         if (await this.existsOn(n, oid)) return true;

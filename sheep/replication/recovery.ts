@@ -18,6 +18,7 @@ import type { NodeInfo } from '../../lib/node.js';
 import type { ObjList, RecoveryStatus, Throttle } from '../../lib/admin.js';
 import type { Logger } from '../util/log.js';
 import { formatSize } from '../../lib/units.js';
+import { baseOid, policyByte, stripIndexOf, stripKey, type EcPolicy } from '../../lib/erasure-layout.js';
 
 export interface RecoveryContext {
   epoch(): number;
@@ -25,6 +26,10 @@ export interface RecoveryContext {
   nodes(): NodeInfo[];
   copies(oid: bigint): number;
   objectSize(oid: bigint): number;
+  /** the erasure code of a data object's VDI; null for objects kept as full copies */
+  ecPolicy(oid: bigint): EcPolicy | null;
+  /** strip `index` of an erasure-coded object, decoded from X other strips; `patient`: waits a while for X to be readable */
+  rebuildStrip(oid: bigint, ec: EcPolicy, index: number, patient: boolean): Promise<Buffer>;
   /** the VDI an object belongs to was deleted and nothing maps its objects: they must not come back */
   unreferencedVdi(vid: number): boolean;
   /** how connections to other sheep prove the cluster key */
@@ -50,6 +55,12 @@ const ROOM_POLL_MS = 1000;
 
 /** A copy this node cannot take now: its disk is under the reserve. The object waits for space. */
 class NoRoom extends Error {}
+
+/**
+ * A strip that can be neither copied nor decoded yet: fewer than X strips are in service while other
+ * nodes put their set-aside strips back. It waits until the rest of the run is done, then decodes.
+ */
+class StripLater extends Error {}
 
 
 export function parseThrottle(t: Partial<Throttle>): Throttle {
@@ -83,6 +94,28 @@ export class Recovery {
     const last = this.lastRing;
     if (last && last.nodes.length === nodes.length && last.nodes.every((n, i) => n === nodes[i])) return last;
     return (this.lastRing = new Ring(nodes, last ?? undefined));
+  }
+
+  /**
+   * The nodes that should hold a store key under `ring`: a whole object's replicas, or for strip i
+   * of an erasure-coded object the i-th node of its placement (none while the cluster has fewer
+   * zones than strips: such a strip stays where it is).
+   */
+  private owners(ring: Ring<NodeInfo>, key: bigint): NodeInfo[] {
+    const i = stripIndexOf(key);
+    if (i === null) return ring.replicas(key, this.ctx.copies(key));
+    const ec = this.ctx.ecPolicy(baseOid(key));
+    if (!ec) return []; // a strip of an object no longer erasure-coded (its VDI is gone): no owner
+    const t = ring.replicas(baseOid(key), ec.d + ec.p)[i];
+    return t ? [t] : [];
+  }
+
+  /** The object fields of a peer request about a store key (a strip travels as oid + ec_index). */
+  private objFields(key: bigint): { oid: bigint; copyPolicy: number; ecIndex: number } {
+    const i = stripIndexOf(key);
+    const ec = i === null ? null : this.ctx.ecPolicy(baseOid(key));
+    if (i === null || !ec) return { oid: key, copyPolicy: 0, ecIndex: 0 };
+    return { oid: baseOid(key), copyPolicy: policyByte(ec.d, ec.p), ecIndex: i };
   }
 
   /** Starts recovery for the current epoch, abandoning a run for an older one. */
@@ -191,8 +224,8 @@ export class Recovery {
 
   private async pull(n: NodeInfo, oid: bigint, stale = false): Promise<Buffer> {
     const size = this.ctx.objectSize(oid);
-    const h = encodeObjReq({ protoVer: 0, opcode: Op.READ_PEER, flags: stale ? Flag.CMD_STALE : 0, epoch: 0, id: 0, dataLength: size, oid, cowOid: 0n,
-      copies: 0, copyPolicy: 0, ecIndex: 0, tgtEpoch: 0, offset: 0n });
+    const h = encodeObjReq({ protoVer: 0, opcode: Op.READ_PEER, flags: stale ? Flag.CMD_STALE : 0, epoch: 0, id: 0, dataLength: size, ...this.objFields(oid), cowOid: 0n,
+      copies: 0, tgtEpoch: 0, offset: 0n });
     return this.request(n, h);
   }
 
@@ -225,13 +258,22 @@ export class Recovery {
     }
     const mine: bigint[] = [];
     const candidates = new Set([...where.keys(), ...stale.keys(), ...staleElsewhere.keys()]);
+    // every strip of an erasure-coded object seen anywhere: a strip lost with its node is in no list
+    for (const hex of [...candidates]) {
+      const key = parseOidHex(hex)!;
+      if (stripIndexOf(key) === null) continue;
+      const ec = this.ctx.ecPolicy(baseOid(key));
+      for (let i = 0; ec && i < ec.d + ec.p; i++) candidates.add(oidHex(stripKey(key, i)));
+    }
     for (const hex of candidates) {
       const oid = parseOidHex(hex)!;
-      if (ring.replicas(oid, this.ctx.copies(oid)).some((t) => t.nid === me.nid)) mine.push(oid);
+      if (this.owners(ring, oid).some((t) => t.nid === me.nid)) mine.push(oid);
     }
     this.status = { state: 'running', epoch, done: 0, total: mine.length, copied: 0, startedAt: Date.now() };
     let pulled = 0;
     let kept = 0;
+    /** second pass: strips left for later wait for X readable strips */
+    let patient = false;
     const recoverOne = async (oid: bigint): Promise<void> => {
       const hex = oidHex(oid);
       const holders = (where.get(hex) ?? []).filter((h) => h.node.nid !== me.nid);
@@ -267,11 +309,17 @@ export class Recovery {
       };
       // ask the store, not the list gathered at the start: a superseded run may have moved copies since
       if (!(await this.store.exists(oid))) {
-        const kind = oidKind(oid);
+        const kind = oidKind(baseOid(oid));
         const vid = oidToVid(oid);
         const best = holders.sort((a, b) => b.epoch - a.epoch)[0];
         if ((kind === 'data' || kind === 'vmstate') && this.ctx.unreferencedVdi(vid)) {
           // an object of a deleted VDI that nothing maps: it stays deleted (its copies are reclaimed)
+        } else if (!best && stripIndexOf(oid) !== null && await this.rebuildStrip(oid, patient)) {
+          // a strip no node holds in service: decoded from X others (strips in service are current)
+          pulled++;
+          this.status = { ...this.status, copied: this.status.copied + 1 };
+          metrics.recoveryCopy();
+          if (staleEpoch !== undefined) await this.store.dropStale(oid);
         } else if (best && staleEpoch === best.epoch && await this.sameContent(best.node, oid)) {
           // this node's set-aside copy is the current one (it missed nothing while away): back into
           // service by a rename, nothing copied
@@ -287,6 +335,10 @@ export class Recovery {
           await copyFrom((staleElsewhere.get(hex) ?? []).sort((x, y) => y.epoch - x.epoch), true);
         } else if (staleEpoch !== undefined) {
           if (await this.store.restoreStale(oid)) pulled++;
+        } else if (!best && stripIndexOf(oid) !== null) {
+          // no source at all for this strip now: decoded once the other strips are back in service
+          if (!patient) throw new StripLater();
+          throw new SdError(Res.EIO, `strip ${stripIndexOf(oid)} of ${oidHex(baseOid(oid))}: fewer strips readable than it takes to decode it`);
         }
       }
       this.status = { ...this.status, done: this.status.done + 1 };
@@ -296,6 +348,8 @@ export class Recovery {
     const queue = [...mine];
     /** objects that found this node's disk full: they wait for space after the others */
     const waiting: bigint[] = [];
+    /** strips that could not be decoded in the first pass */
+    const later: bigint[] = [];
     let failed = false;
     const worker = async (index: number): Promise<void> => {
       for (;;) {
@@ -314,6 +368,7 @@ export class Recovery {
           if (pulled !== before && metrics.clientsActive(CLIENT_ACTIVE_MS)) await sleep(CLIENT_YIELD_MS);
         } catch (e) {
           if (e instanceof NoRoom) { waiting.push(oid); continue; }
+          if (e instanceof StripLater) { later.push(oid); continue; }
           failed = true;
           throw e;
         }
@@ -325,6 +380,11 @@ export class Recovery {
       const ends = await Promise.allSettled(Array.from({ length: parallel }, (_, i) => worker(i)));
       const err = ends.find((e): e is PromiseRejectedResult => e.status === 'rejected');
       if (err) throw err.reason;
+      if (later.length && !patient) {
+        patient = true;
+        queue.push(...later.splice(0));
+        continue;
+      }
       if (!waiting.length) break;
       // the disk is full: say so, free what can go (set-aside copies every owner holds), and wait for
       // space rather than fail in a loop; deletes elsewhere in the cluster free space meanwhile
@@ -354,7 +414,9 @@ export class Recovery {
     for (const [hex, holders] of where) {
       if (!holders.some((h) => h.node.nid === me.nid)) continue;
       const oid = parseOidHex(hex)!;
-      if (!ring.replicas(oid, this.ctx.copies(oid)).some((o) => o.nid === me.nid)) pending.push(oid);
+      const owners = this.owners(ring, oid);
+      // a strip with no owner (fewer zones than strips) stays: it is one of the few left
+      if (owners.length && !owners.some((o) => o.nid === me.nid)) pending.push(oid);
     }
     let setAside = 0;
     const deadline = Date.now() + SET_ASIDE_WAIT_MS;
@@ -362,7 +424,7 @@ export class Recovery {
       const left: bigint[] = [];
       for (const oid of pending) {
         this.current(gen);
-        const owners = ring.replicas(oid, this.ctx.copies(oid));
+        const owners = this.owners(ring, oid);
         const ownersHave = await Promise.all(owners.map((o) => this.has(o, oid).catch(() => false)));
         this.current(gen); // placement may have changed while we asked: never act on an old view
         if (!ownersHave.every(Boolean)) left.push(oid);
@@ -392,9 +454,8 @@ export class Recovery {
     const is = this.ringOf(now);
     let n = 0;
     for (const oid of oids) {
-      const copies = this.ctx.copies(oid);
-      if (!is.replicas(oid, copies).some((o) => o.nid === me)) continue;
-      if (was.replicas(oid, copies).some((o) => o.nid === me)) continue;
+      if (!this.owners(is, oid).some((o) => o.nid === me)) continue;
+      if (this.owners(was, oid).some((o) => o.nid === me)) continue;
       if (await this.store.setAside(oid)) n++;
     }
     if (n) this.log.info({ objects: n }, 'copies owned again after an epoch without them set aside until recovery checks them');
@@ -407,19 +468,37 @@ export class Recovery {
     let n = 0;
     for (const oid of await this.store.listStale()) {
       this.current(gen);
-      const owners = ring.replicas(oid, this.ctx.copies(oid));
-      if (owners.some((o) => o.nid === me)) continue;
+      const owners = this.owners(ring, oid);
+      if (!owners.length || owners.some((o) => o.nid === me)) continue;
       const have = await Promise.all(owners.map((o) => this.has(o, oid).catch(() => false)));
       if (have.every(Boolean)) { await this.store.dropStale(oid); n++; }
     }
     return n;
   }
 
+  /** Decodes strip `key` from the object's other strips and stores it here; false when too few are readable. */
+  private async rebuildStrip(key: bigint, patient: boolean): Promise<boolean> {
+    const ec = this.ctx.ecPolicy(baseOid(key));
+    if (!ec) return false;
+    if (!this.store.hasRoom(this.ctx.objectSize(key))) throw new NoRoom();
+    let data: Buffer;
+    try {
+      data = await this.ctx.rebuildStrip(baseOid(key), ec, stripIndexOf(key)!, patient);
+    } catch (e) {
+      this.log.warn({ oid: oidHex(baseOid(key)), strip: stripIndexOf(key), err: (e as Error).message }, 'a strip could not be decoded: looking for a set-aside copy');
+      return false;
+    }
+    return this.store.createIfAbsent(key, data, this.ctx.epoch()).catch((e) => {
+      if (e instanceof SdError && e.result === Res.NO_SPACE) throw new NoRoom();
+      throw e;
+    });
+  }
+
   /** Whether this node's set-aside copy holds what `n` holds (sha256 of both, no data moved). */
   private async sameContent(n: NodeInfo, oid: bigint): Promise<boolean> {
     const size = this.ctx.objectSize(oid);
-    const h = encodeObjReq({ protoVer: 0, opcode: Op.GET_HASH_PEER, flags: 0, epoch: 0, id: 0, dataLength: 32, oid, cowOid: 0n,
-      copies: 0, copyPolicy: 0, ecIndex: 0, tgtEpoch: 0, offset: 0n });
+    const h = encodeObjReq({ protoVer: 0, opcode: Op.GET_HASH_PEER, flags: 0, epoch: 0, id: 0, dataLength: 32, ...this.objFields(oid), cowOid: 0n,
+      copies: 0, tgtEpoch: 0, offset: 0n });
     try {
       const [theirs, mine] = await Promise.all([this.request(n, h), this.store.hashOf(oid, size, true)]);
       return theirs.equals(mine);
@@ -431,8 +510,8 @@ export class Recovery {
 
   private async has(n: NodeInfo, oid: bigint): Promise<boolean> {
     if (n.nid === this.ctx.me().nid) return this.store.exists(oid);
-    const h = encodeObjReq({ protoVer: 0, opcode: Op.READ_PEER, flags: 0, epoch: 0, id: 0, dataLength: 0, oid, cowOid: 0n,
-      copies: 0, copyPolicy: 0, ecIndex: 0, tgtEpoch: 0, offset: 0n });
+    const h = encodeObjReq({ protoVer: 0, opcode: Op.READ_PEER, flags: 0, epoch: 0, id: 0, dataLength: 0, ...this.objFields(oid), cowOid: 0n,
+      copies: 0, tgtEpoch: 0, offset: 0n });
     try {
       await this.request(n, h);
       return true;

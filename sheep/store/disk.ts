@@ -6,6 +6,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Res, SdError } from '../../lib/proto.js';
 import { oidHex, oidKind } from '../../lib/oid.js';
+import { storeFileName } from '../../lib/erasure-layout.js';
 import { formatSize } from '../../lib/units.js';
 import type { Logger } from '../util/log.js';
 
@@ -62,11 +63,11 @@ export class Disk {
   }
 
   objPath(oid: bigint): string {
-    return path.join(this.objDir, oidHex(oid));
+    return path.join(this.objDir, storeFileName(oid));
   }
 
   stalePath(oid: bigint): string {
-    return path.join(this.staleDir, oidHex(oid));
+    return path.join(this.staleDir, storeFileName(oid));
   }
 
   /** Counts an operation that runs without the move lock. */

@@ -19,6 +19,7 @@ import crypto from 'node:crypto';
 import { getAttributeSync, setAttributeSync } from 'fs-xattr';
 import { Res, SdError } from '../../lib/proto.js';
 import { oidHex, oidToVid, parseOidHex } from '../../lib/oid.js';
+import { parseStoreFileName } from '../../lib/erasure-layout.js';
 import { Ring } from '../../lib/ring.js';
 import { formatSize } from '../../lib/units.js';
 import type { MdDiskInfo } from '../../lib/admin.js';
@@ -1127,7 +1128,7 @@ function isInside(child: string, parent: string): boolean {
 async function listOids(dir: string): Promise<bigint[]> {
   const out: bigint[] = [];
   for (const n of await fs.readdir(dir)) {
-    const oid = parseOidHex(n);
+    const oid = parseStoreFileName(n);
     if (oid !== null) out.push(oid);
   }
   return out;

@@ -7,6 +7,7 @@ import { SD_INODE_SIZE, SD_INODE_SIZE_V1, objectCount, mapEntryOffset } from '..
 import type { ObjectTransport } from '../../lib/vdi-io.js';
 import { SD_ATTR_OBJ_SIZE } from './vdi-attr.js';
 import type { VdiContext } from './context.js';
+import { stripIndexOf, baseOid, policyOf } from '../../lib/erasure-layout.js';
 
 /** Largest payload or read a single request may carry (a whole inode is 4,198,968 bytes). */
 export const MAX_DATA_LENGTH = 32 * 1024 * 1024;
@@ -19,6 +20,15 @@ function kindOf(oid: bigint): OidKind {
 }
 
 export function objectSize(sys: VdiContext, oid: bigint): number {
+  const strip = stripIndexOf(oid);
+  if (strip !== null) {
+    // a strip of an erasure-coded data object: 1/X of it
+    const base = baseOid(oid);
+    const e = sys.vdis.get(oidToVid(base));
+    const ec = policyOf(e ? e.copyPolicy : sys.clusterDefaults.copyPolicy);
+    if (!ec) throw new SdError(Res.INVALID_PARMS, `strip ${strip} of ${base.toString(16)}, whose VDI is not erasure-coded`);
+    return objectSize(sys, base) / ec.d;
+  }
   switch (kindOf(oid)) {
     case 'inode':
       return SD_INODE_SIZE;

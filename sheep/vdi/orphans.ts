@@ -5,6 +5,7 @@
 // inode update). Each node sweeps its own store; the VDI table every node shares says what is live.
 
 import { dataOidToIdx, oidHex, oidKind, oidToVid } from '../../lib/oid.js';
+import { baseOid } from '../../lib/erasure-layout.js';
 import type { ObjectStore } from '../store/store.js';
 import type { Logger } from '../util/log.js';
 import type { VdiTable } from './vdi-table.js';
@@ -64,7 +65,7 @@ export class OrphanCollector {
     const cutoff = Date.now() - this.graceMs;
     const byVid = new Map<number, Array<{ oid: bigint; stale: boolean }>>();
     const add = (oid: bigint, stale: boolean) => {
-      const kind = oidKind(oid);
+      const kind = oidKind(baseOid(oid)); // a strip of an erasure-coded object goes with its object
       if (kind !== 'data' && kind !== 'vmstate') return; // inodes stay (deleted VDIs keep their id); attrs are VDI metadata
       const vid = oidToVid(oid);
       let l = byVid.get(vid);
@@ -95,7 +96,7 @@ export class OrphanCollector {
       const notAfter = e?.deleted ? Number.POSITIVE_INFINITY : cutoff;
       for (const { oid, stale } of objs) {
         // of a VDI something maps: only data objects no live map points to
-        if (mapped && (oidKind(oid) !== 'data' || mapped(dataOidToIdx(oid)))) continue;
+        if (mapped && (oidKind(baseOid(oid)) !== 'data' || mapped(dataOidToIdx(oid)))) continue;
         const ok = await this.store.removeOrphan(oid, notAfter, stale);
         if (!ok) continue;
         if (stale) res.setAside++;

@@ -10,6 +10,7 @@ import {
   objectCount, maxVdiSize, mapEntryOffset, SD_MIN_BLOCK_SIZE_SHIFT, SD_MAX_BLOCK_SIZE_SHIFT, type InodeHeader,
 } from '../../lib/inode.js';
 import { KeyedMutex } from '../util/mutex.js';
+import { policyOf, ecPolicyProblem } from '../../lib/erasure-layout.js';
 import type { ObjectIo } from '../replication/gateway.js';
 import type { LockInfo } from '../../lib/admin.js';
 import type { Logger } from '../util/log.js';
@@ -180,7 +181,13 @@ export class VdiTable {
     if (bss < SD_MIN_BLOCK_SIZE_SHIFT || bss > SD_MAX_BLOCK_SIZE_SHIFT) {
       throw new SdError(Res.INVALID_PARMS, `block_size_shift ${bss} outside ${SD_MIN_BLOCK_SIZE_SHIFT}..${SD_MAX_BLOCK_SIZE_SHIFT}`);
     }
-    if (a.copyPolicy !== 0) throw new SdError(Res.INVALID_PARMS, 'erasure coding (copy_policy) is not supported');
+    // no redundancy asked (copies 0): the cluster's, erasure code included, as Sheepdog does
+    const copyPolicy = a.copies ? a.copyPolicy : defaults.copyPolicy;
+    const ec = policyOf(copyPolicy);
+    if (ec) {
+      const why = ecPolicyProblem(ec.d, ec.p);
+      if (why) throw new SdError(Res.INVALID_PARMS, `copy_policy ${copyPolicy}: ${why}`);
+    }
     if (this.working(a.name)) throw new SdError(Res.VDI_EXIST, `VDI '${a.name}' exists already`);
 
     let base: VdiEntry | undefined;
@@ -207,9 +214,10 @@ export class VdiTable {
       vmClockNsec: 0n,
       vdiSize: size,
       vmStateSize: 0n,
-      copyPolicy: 0,
+      copyPolicy: base ? base.copyPolicy : copyPolicy,
       storePolicy: 0,
-      nrCopies: base ? base.nrCopies : a.copies || defaults.copies,
+      // an erasure-coded VDI's nr_copies is X+Y (its inode is kept as that many full copies)
+      nrCopies: base ? base.nrCopies : ec ? ec.d + ec.p : a.copies || defaults.copies,
       blockSizeShift,
       snapId: this.family(a.name).reduce((m, e) => Math.max(m, e.snapId), 0) + 1,
       vdiId: vid,

@@ -220,6 +220,98 @@ async function recoveryLatency(work: string): Promise<{ idle: LoadResult; busy: 
 }
 
 
+// ------------------------------------------------------------------ erasure coding against copies
+
+interface EcRow { label: string; nbd: Record<string, FioResult>; recovery: { seconds: number; bytes: number } }
+
+/** Every sheep on one epoch with all `n` members, done recovering it. */
+async function settledCluster(sheep: SheepProcess[], n: number, ms = 600_000): Promise<void> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const st = await Promise.all(sheep.map(async (s) => {
+      const c = await SheepClient.connect({ port: s.port });
+      try {
+        const cl = await c.control<{ epoch: number; nodes: number }>(Op.STAT_CLUSTER);
+        const r = await c.control<RecoveryStatus>(Op.STAT_RECOVERY);
+        return cl.nodes === n && r.state === 'idle' && (r.epoch === cl.epoch || r.epoch === 0) ? cl.epoch : -1;
+      } catch {
+        return -1;
+      } finally { c.close(); }
+    }));
+    if (st.every((e) => e >= 0 && e === st[0])) return;
+    if (Date.now() > until) throw new Error('the cluster did not settle');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * 6 sheep in 6 zones on this one disk, copies=3 against erasure coding 4:2 (both survive two lost
+ * zones): fio through NBD (the same workloads as above), then recovery after a node loses its
+ * store (stopped, its objects deleted, started again: everything it held is rebuilt, copied for
+ * copies=3, decoded from 4 strips for 4:2), in MB/s of what the node got back.
+ */
+async function ecAgainstCopies(work: string): Promise<EcRow[]> {
+  const rows: EcRow[] = [];
+  for (const cfg of [{ label: '6 nodes / 3 copies', copies: 3, copyPolicy: 0 }, { label: '6 nodes / 4:2 erasure coded', copies: 6, copyPolicy: 0x22 }]) {
+    const sheep: SheepProcess[] = [];
+    const tag = `ec${cfg.copyPolicy}`;
+    try {
+      const nbdPort = await freePort();
+      for (let i = 0; i < 6; i++) {
+        const args = ['-c', `local:${work}/cluster-${tag}`, '-z', String(i), '-l', 'warn'];
+        if (i === 0) args.push('--nbd', `127.0.0.1:${nbdPort}`);
+        sheep.push(await new SheepProcess(path.join(work, `${tag}-s${i}`), await freePort(), args).start());
+      }
+      const c = await SheepClient.connect({ port: sheep[0].port });
+      await c.control(Op.MAKE_FS, { copies: cfg.copies, copyPolicy: cfg.copyPolicy });
+      await c.newVdi('bench', BigInt(GIB));
+      c.close();
+      await settledCluster(sheep, 6);
+      const nbd = await workloads(`nbd://127.0.0.1:${nbdPort}/bench`);
+      // the node that loses its store is not the one the client talks to
+      const victim = sheep[5];
+      await victim.stop();
+      const obj = path.join(victim.dir, 'obj');
+      for (const f of await fs.readdir(obj)) if (/^[0-9a-f]{16}(_\d+)?$/.test(f)) await fs.rm(path.join(obj, f));
+      settle();
+      const t0 = Date.now();
+      await victim.start();
+      await settledCluster(sheep, 6);
+      const seconds = (Date.now() - t0) / 1000;
+      let bytes = 0;
+      for (const f of await fs.readdir(obj)) if (/^[0-9a-f]{16}(_\d+)?$/.test(f)) bytes += (await fs.stat(path.join(obj, f))).size;
+      rows.push({ label: cfg.label, nbd, recovery: { seconds, bytes } });
+    } finally {
+      for (const s of sheep) await s.stop();
+      await stopSequencer(`${work}/cluster-${tag}`);
+    }
+  }
+  return rows;
+}
+
+function printEc(rows: EcRow[]): void {
+  console.log('Erasure coding 4:2 against 3 copies, 6 sheep in 6 zones on one disk (fio through NBD; recovery: one sheep');
+  console.log('restarted with an empty store, MB/s of what it got back, from its restart to the end of recovery):');
+  console.log('');
+  row(['cluster', 'workload', 'MB/s', 'IOPS', 'p50 µs', 'p99 µs']);
+  row(['---', '---', '---:', '---:', '---:', '---:']);
+  for (const r of rows) {
+    for (const [w, o] of Object.entries(r.nbd)) row([r.label, w, f1(o.mbps), us(o.iops), us(o.p50us), us(o.p99us)]);
+    row([r.label, `recovery of one node's store (${f1(r.recovery.bytes / MB)} MiB in ${r.recovery.seconds.toFixed(1)} s)`, f1(r.recovery.bytes / 1e6 / r.recovery.seconds), '', '', '']);
+  }
+  if (rows.length === 2) {
+    console.log('');
+    row(['workload', '4:2 / 3 copies']);
+    row(['---', '---:']);
+    for (const w of Object.keys(rows[0].nbd)) {
+      const a = rows[0].nbd[w], b = rows[1].nbd[w];
+      row([w, w.startsWith('seq') ? ratio(b.mbps, a.mbps) : ratio(b.iops, a.iops)]);
+    }
+    row(['recovery MB/s', ratio(rows[1].recovery.bytes / rows[1].recovery.seconds, rows[0].recovery.bytes / rows[0].recovery.seconds)]);
+  }
+  console.log('');
+}
+
 /** Credentials of the encrypted configurations, made once per run. */
 interface Secrets { keyFile: string; pskFile: string }
 
@@ -296,6 +388,15 @@ async function main(): Promise<void> {
   }
   const work = await fs.mkdtemp(path.join(ROOT, 'run', 'bench-'));
   fioOut = path.join(work, 'fio.json');
+  if (process.env.BENCH_ONLY === 'ec') {
+    // npm run bench:ec-cluster: only the erasure-coding section
+    try {
+      printEc(await ecAgainstCopies(work));
+    } finally {
+      await fs.rm(work, { recursive: true, force: true });
+    }
+    return;
+  }
   const procs: ChildProcess[] = [];
   const all: SheepProcess[] = [];
   try {
@@ -341,6 +442,7 @@ async function main(): Promise<void> {
       for (const s of sheep) await s.stop();
     }
     const rec = await recoveryLatency(work);
+    const ec = await ecAgainstCopies(work);
 
     const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
     console.log(`# sheepdog-ts benchmark (${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} cores ${cpu}, ${Math.round(os.totalmem() / GIB)} GiB, node ${process.version})`);
@@ -396,6 +498,7 @@ async function main(): Promise<void> {
     row(['idle', us(rec.idle.iops), us(rec.idle.p50us), us(rec.idle.p99us), '1.00x']);
     row([`recovering (0.5 s warm-up + 3 s measured, ${rec.overlapSeconds.toFixed(1)} s of it during the ${rec.recoverySeconds.toFixed(1)} s recovery)`, us(rec.busy.iops), us(rec.busy.p50us), us(rec.busy.p99us), ratio(rec.busy.p99us, rec.idle.p99us)]);
     console.log('');
+    printEc(ec);
     console.log('Cost of encryption, measured in this run (encrypted / plaintext, same cluster shape):');
     console.log('');
     row(['what', 'workload', 'plaintext MB/s', 'encrypted MB/s', 'plaintext IOPS', 'encrypted IOPS', 'ratio']);
