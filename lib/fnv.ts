@@ -82,3 +82,12 @@ export function ringPointWords(name: string, out: Uint32Array): void {
   out[0] = hLo;
   out[1] = hHi;
 }
+
+/** FNV-1a-64 of `bytes` as out[0] (low 32 bits) and out[1] (high), without BigInt (ring probes). */
+export function fnv1a64Words(bytes: Uint8Array, out: Uint32Array): void {
+  hLo = OFFSET_LO;
+  hHi = OFFSET_HI;
+  for (let i = 0; i < bytes.length; i++) mix(bytes[i]);
+  out[0] = hLo;
+  out[1] = hHi;
+}
