@@ -31,8 +31,13 @@ interface Figures {
 }
 
 const STORM = 50;
-/** joins and leaves after the measured ones, for the figures of one member alone (see runSize) */
-const SOLO_PAIRS = 3;
+/**
+ * Joins and leaves after the measured ones, for the figures of one member alone (see runSize): the
+ * first SOLO_WARM of each kind run code the JIT has not compiled yet (in one process the other
+ * members warm it; a member alone needs ~5 changes: 42 ms, 17 ms, 9 ms, then ~2 ms at 100 nodes)
+ */
+const SOLO_PAIRS = 10;
+const SOLO_WARM = 5;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -58,9 +63,7 @@ async function runSize(n: number, objects: number): Promise<Figures> {
     const memPerNode = (memoryInUse() - mem0) / n;
     const join = await solo.change('join', () => measureChange(c, () => c.join(1)));
     const leave = await solo.change('leave', () => measureChange(c, () => c.leave(1)));
-    // a member alone runs its first join and leave with code the JIT has not compiled yet (in one
-    // process the other members warmed it): it goes through SOLO_PAIRS more of each, and the
-    // figure is their median
+    // a member alone goes through SOLO_PAIRS more of each: the figure is the median after SOLO_WARM
     for (let i = 0; i < SOLO_PAIRS; i++) {
       await solo.change('join', () => c.join(1));
       await solo.change('leave', () => c.leave(1));
@@ -68,7 +71,7 @@ async function runSize(n: number, objects: number): Promise<Figures> {
     c.bus.tap = null;
     const [master, member, joiner] = await Promise.all([...solo.recs.values()].map((r) => measureAlone(r, dir)));
     const alone = (f: typeof master): Alone => {
-      const of = (name: string) => median(f.changes.filter((x) => x.name === name).slice(1).map((x) => x.cpuMs + x.ringMs));
+      const of = (name: string) => median(f.changes.filter((x) => x.name === name).slice(SOLO_WARM).map((x) => x.cpuMs + x.ringMs));
       return { join: of('join'), leave: of('leave') };
     };
     // the joiner is a new sheep: its one change is its first (cold, as for a real new sheep)
