@@ -50,7 +50,7 @@ async function main(): Promise<void> {
   for (let i = 0; i < rec.boot; i++) await deliver(i);
   await quiet();
   sys.gateway.targets(1n);
-  const out: SoloFigures = { changes: [] };
+  const out: SoloFigures = { changes: [], epoch: 0, members: [] };
   let next = rec.boot;
   for (const c of rec.changes) {
     for (; next < c.from; next++) await deliver(next);
@@ -62,6 +62,8 @@ async function main(): Promise<void> {
     out.changes.push({ name: c.name, cpuMs: cpu, ringMs: cpuMs(r) });
     await quiet();
   }
+  out.epoch = sys.epoch;
+  out.members = sys.members.map((n) => n.nid);
   await fs.rm(dir, { recursive: true, force: true });
   process.stdout.write(JSON.stringify(out) + '\n');
 }

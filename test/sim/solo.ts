@@ -36,6 +36,9 @@ export interface Recording {
 export interface SoloFigures {
   /** CPU ms of applying the change's events, and of bringing the ring up to date after it */
   changes: Array<{ name: string; cpuMs: number; ringMs: number }>;
+  /** where the replayed member ended: its epoch and members (the simulation's, if it did the same work) */
+  epoch: number;
+  members: string[];
 }
 
 /** Records what the bus hands some members, from their first event on. */
