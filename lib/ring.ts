@@ -35,7 +35,7 @@ const PROBES = 16;
  * vnodes a whole copy was 768 KB per member per change, and the garbage of it dominated). A block
  * that grows past twice this is split; an empty one is dropped.
  */
-const BLOCK = 128;
+const BLOCK = 64;
 
 /** Consecutive ring points, sorted: 3 words each (hash high, hash low, slot). */
 type Block = Uint32Array;
@@ -149,20 +149,32 @@ interface BlockEdit {
 function editBlock(blk: Block, e: BlockEdit, fresh: Uint32Array): Block[] {
   const len = blk.length / 3;
   const out = new Uint32Array(blk.length + 3 * (e.put.length - e.drop.length));
-  let k = 0, d = 0, p = 0;
-  for (let i = 0; i <= len; i++) {
-    for (; p < e.put.length && e.put[p][0] === i; p++) {
-      const f = 3 * e.put[p][1];
+  // the points between edits are copied as runs (one memcpy each): a change edits a block in one
+  // or two places, and this code runs once per change, mostly before the JIT compiles it
+  let k = 0, d = 0, p = 0, from = 0;
+  const copyTo = (until: number): void => {
+    if (until > from) {
+      out.set(blk.subarray(3 * from, 3 * until), k);
+      k += 3 * (until - from);
+    }
+    from = until;
+  };
+  while (d < e.drop.length || p < e.put.length) {
+    const nextDrop = d < e.drop.length ? e.drop[d] : len + 1;
+    const nextPut = p < e.put.length ? e.put[p][0] : len + 1;
+    if (nextPut <= nextDrop) {
+      copyTo(nextPut);
+      const f = 3 * e.put[p++][1];
       out[k++] = fresh[f];
       out[k++] = fresh[f + 1];
       out[k++] = fresh[f + 2];
+    } else {
+      copyTo(nextDrop);
+      from = nextDrop + 1;
+      d++;
     }
-    if (i === len) break;
-    if (d < e.drop.length && e.drop[d] === i) { d++; continue; }
-    out[k++] = blk[3 * i];
-    out[k++] = blk[3 * i + 1];
-    out[k++] = blk[3 * i + 2];
   }
+  copyTo(len);
   if (!out.length) return [];
   return out.length > 6 * BLOCK ? chunk(out) : [out];
 }
