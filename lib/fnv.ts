@@ -2,12 +2,10 @@
 
 const FNV64_OFFSET = 0xcbf29ce484222325n;
 const MASK64 = 0xffffffffffffffffn;
-/** the offset basis as 32-bit words, for hashing without BigInt */
-export const FNV_LO = Number(FNV64_OFFSET & 0xffffffffn), FNV_HI = Number(FNV64_OFFSET >> 32n);
 
 // 64-bit multiply by the FNV prime 2^40 + 0x1b3, done on four 16-bit limbs so the hot loop
 // stays in plain numbers (BigInt arithmetic per byte is ~20x slower).
-export function mulFnvPrime(h: Uint32Array): void {
+function mulPrime(h: Uint32Array): void {
   const l0 = h[0] & 0xffff, l1 = h[0] >>> 16, l2 = h[1] & 0xffff, l3 = h[1] >>> 16;
   // x * 0x1b3
   let t0 = l0 * 0x1b3;
@@ -27,7 +25,7 @@ export function fnv1a64(data: Uint8Array | string, seed: bigint = FNV64_OFFSET):
   const h = new Uint32Array([Number(seed & 0xffffffffn), Number((seed >> 32n) & 0xffffffffn)]);
   for (let i = 0; i < bytes.length; i++) {
     h[0] = (h[0] ^ bytes[i]) >>> 0;
-    mulFnvPrime(h);
+    mulPrime(h);
   }
   return ((BigInt(h[1]) << 32n) | BigInt(h[0])) & MASK64;
 }
@@ -37,32 +35,59 @@ export function nameToVid(name: string): number {
   return Number(fnv1a64(name) & 0xffffffn);
 }
 
+/** the offset basis as 32-bit words (ring points hash without BigInts) */
+const OFFSET_LO = Number(FNV64_OFFSET & 0xffffffffn);
+const OFFSET_HI = Number(FNV64_OFFSET >> 32n);
+
+/** the running hash of ringPointWords: two numbers, so a byte costs no typed-array writes */
+let hLo = 0, hHi = 0;
+
+/** hLo/hHi = (h ^ b) * prime, the same arithmetic as mulPrime */
+function mix(b: number): void {
+  const x = (hLo ^ b) >>> 0;
+  const l0 = x & 0xffff, l1 = x >>> 16, l2 = hHi & 0xffff, l3 = hHi >>> 16;
+  const t0 = l0 * 0x1b3;
+  const t1 = l1 * 0x1b3 + (t0 >>> 16);
+  let t2 = l2 * 0x1b3 + (t1 >>> 16);
+  let t3 = l3 * 0x1b3 + (t2 >>> 16);
+  t2 = (t2 & 0xffff) + ((l0 << 8) & 0xffff);
+  t3 = (t3 & 0xffff) + (((l0 << 8) >>> 16) & 0xffff) + ((l1 << 8) & 0xffff) + (t2 >>> 16);
+  hLo = ((t0 & 0xffff) | ((t1 & 0xffff) << 16)) >>> 0;
+  hHi = ((t2 & 0xffff) | ((t3 & 0xffff) << 16)) >>> 0;
+}
+
 /**
  * A ring point without BigInt: FNV-1a-64 of `name`, hashed once more as its 8 little-endian bytes
  * (the same value as fnv1a64(le64(fnv1a64(name)))), written to out[0] (low 32 bits) and out[1]
- * (high). Building a ring hashes every vnode of every node; BigInts made that the slow part.
+ * (high). Building a ring hashes every vnode of every node, and a membership change the vnodes of
+ * the node that came or left on every member: BigInts (even for the constants) made it the slow part.
  */
 export function ringPointWords(name: string, out: Uint32Array): void {
-  const h = out;
-  h[0] = Number(FNV64_OFFSET & 0xffffffffn);
-  h[1] = Number(FNV64_OFFSET >> 32n);
+  hLo = OFFSET_LO;
+  hHi = OFFSET_HI;
   for (let i = 0; i < name.length; i++) {
     const c = name.charCodeAt(i);
     if (c >= 0x80) {
       // not ASCII: hash the UTF-8 bytes like fnv1a64 does
-      const bytes = Buffer.from(name.slice(i), 'utf8');
-      for (const b of bytes) { h[0] = (h[0] ^ b) >>> 0; mulFnvPrime(h); }
+      for (const b of Buffer.from(name.slice(i), 'utf8')) mix(b);
       break;
     }
-    h[0] = (h[0] ^ c) >>> 0;
-    mulFnvPrime(h);
+    mix(c);
   }
-  const lo = h[0], hi = h[1];
-  h[0] = Number(FNV64_OFFSET & 0xffffffffn);
-  h[1] = Number(FNV64_OFFSET >> 32n);
-  for (let i = 0; i < 8; i++) {
-    const b = i < 4 ? (lo >>> (8 * i)) & 0xff : (hi >>> (8 * (i - 4))) & 0xff;
-    h[0] = (h[0] ^ b) >>> 0;
-    mulFnvPrime(h);
-  }
+  const lo = hLo, hi = hHi;
+  hLo = OFFSET_LO;
+  hHi = OFFSET_HI;
+  for (let i = 0; i < 4; i++) mix((lo >>> (8 * i)) & 0xff);
+  for (let i = 0; i < 4; i++) mix((hi >>> (8 * i)) & 0xff);
+  out[0] = hLo;
+  out[1] = hHi;
+}
+
+/** FNV-1a-64 of `bytes` as out[0] (low 32 bits) and out[1] (high), without BigInt (ring probes). */
+export function fnv1a64Words(bytes: Uint8Array, out: Uint32Array): void {
+  hLo = OFFSET_LO;
+  hHi = OFFSET_HI;
+  for (let i = 0; i < bytes.length; i++) mix(bytes[i]);
+  out[0] = hLo;
+  out[1] = hHi;
 }

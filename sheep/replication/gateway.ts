@@ -117,6 +117,7 @@ class PeerLink {
 }
 
 function sameMembers(a: readonly NodeInfo[], b: readonly NodeInfo[]): boolean {
+  if (a === b) return true; // membership hands out one array per change
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;

@@ -5,8 +5,15 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { SimCluster } from '../sim/sim-cluster.js';
+import { SimCluster, simMemberId, simNodeInfo } from '../sim/sim-cluster.js';
 import { measureChange, memoryInUse, placementFigures, type ChangeCost, type Placement } from '../sim/measure.js';
+import { SoloRecorder, measureAlone, type Recording } from '../sim/solo.js';
+
+/** CPU ms of one member measured in a process of its own: a change's events and the ring update after it */
+interface Alone {
+  join: number;
+  leave: number;
+}
 
 interface Figures {
   n: number;
@@ -17,31 +24,66 @@ interface Figures {
   joinStorm: ChangeCost;
   leaveStorm: ChangeCost;
   welcomeAfterStorms: number;
+  /** one member measured in a process of its own: a typical member, the master (oldest), the joiner */
+  alone: { member: Alone; master: Alone; joiner: number };
   place: Placement;
   agree: string;
 }
 
 const STORM = 50;
+/**
+ * Joins and leaves after the measured ones, for the figures of one member alone (see runSize): the
+ * first SOLO_WARM of each kind run code the JIT has not compiled yet (in one process the other
+ * members warm it; a member alone needs ~5 changes: 42 ms, 17 ms, 9 ms, then ~2 ms at 100 nodes)
+ */
+const SOLO_PAIRS = 10;
+const SOLO_WARM = 5;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : 0;
+}
 
 async function runSize(n: number, objects: number): Promise<Figures> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), `sheep-sim-${n}-`));
   try {
     const mem0 = memoryInUse();
     const c = new SimCluster(dir);
+    // record the master (the oldest), a typical member (the second) and the node that joins, to
+    // measure each of them again in a process of its own (solo.ts)
+    const seed = Array.from({ length: n }, (_, i) => simNodeInfo(i));
+    const rec = (info: (typeof seed)[0], booted: boolean): Pick<Recording, 'memberId' | 'info' | 'config' | 'seed'> =>
+      ({ memberId: simMemberId(info), info, config: booted ? c.config : null, seed: booted ? seed : [] });
+    const solo = new SoloRecorder(c.bus, [rec(seed[0], true), rec(seed[1], true), rec(simNodeInfo(n), false)]);
     const t0 = performance.now();
     await c.boot(n);
     c.placement();
+    solo.booted();
     const bootS = (performance.now() - t0) / 1000;
     const memPerNode = (memoryInUse() - mem0) / n;
-    const join = await measureChange(c, () => c.join(1));
-    const leave = await measureChange(c, () => c.leave(1));
+    const join = await solo.change('join', () => measureChange(c, () => c.join(1)));
+    const leave = await solo.change('leave', () => measureChange(c, () => c.leave(1)));
+    // a member alone goes through SOLO_PAIRS more of each: the figure is the median after SOLO_WARM
+    for (let i = 0; i < SOLO_PAIRS; i++) {
+      await solo.change('join', () => c.join(1));
+      await solo.change('leave', () => c.leave(1));
+    }
+    c.bus.tap = null;
+    const [master, member, joiner] = await Promise.all([...solo.recs.values()].map((r) => measureAlone(r, dir)));
+    const alone = (f: typeof master): Alone => {
+      const of = (name: string) => median(f.changes.filter((x) => x.name === name).slice(SOLO_WARM).map((x) => x.cpuMs + x.ringMs));
+      return { join: of('join'), leave: of('leave') };
+    };
+    // the joiner is a new sheep: its one change is its first (cold, as for a real new sheep)
+    const aloneFigures = { master: alone(master), member: alone(member), joiner: joiner.changes[0].cpuMs + joiner.changes[0].ringMs };
+    solo.recs.clear();
     const joinStorm = await measureChange(c, () => c.join(STORM));
     const leaveStorm = await measureChange(c, () => c.leave(STORM));
     // a welcome after ~100 more epochs: it must not have grown with the history
     const again = await measureChange(c, () => c.join(1));
     const agree = c.disagreement() ?? 'yes';
     process.stderr.write(`sim: ${n} nodes done (${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
-    return { n, bootS, memPerNode, join, leave, joinStorm, leaveStorm, welcomeAfterStorms: again.largest, place: placementFigures(n, objects), agree };
+    return { n, bootS, memPerNode, join, leave, joinStorm, leaveStorm, welcomeAfterStorms: again.largest, alone: aloneFigures, place: placementFigures(n, objects), agree };
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
@@ -59,9 +101,13 @@ function table(rows: Figures[]): string {
     ['one join: largest message (the welcome)', (f) => kb(f.join.largest)],
     ['one join: CPU, all members (max one member)', (f) => `${ms(f.join.cpuSumMs)} (${ms(f.join.cpuMaxMs)})`],
     ['one join: ring update, all members (max)', (f) => `${ms(f.join.ringSumMs)} (${ms(f.join.ringMaxMs)})`],
+    ['one join: one member alone, CPU + ring (master; joiner)', (f) => `${ms(f.alone.member.join)} (${ms(f.alone.master.join)}; ${ms(f.alone.joiner)})`],
+    ['one join: all members, each alone (from the three)', (f) => ms(f.alone.master.join + f.alone.joiner + (f.n - 1) * f.alone.member.join)],
     ['one leave: messages / bytes delivered', (f) => `${f.leave.messages} / ${kb(f.leave.bytesDelivered)}`],
     ['one leave: CPU, all members (max one member)', (f) => `${ms(f.leave.cpuSumMs)} (${ms(f.leave.cpuMaxMs)})`],
     ['one leave: ring update, all members (max)', (f) => `${ms(f.leave.ringSumMs)} (${ms(f.leave.ringMaxMs)})`],
+    ['one leave: one member alone, CPU + ring (master)', (f) => `${ms(f.alone.member.leave)} (${ms(f.alone.master.leave)})`],
+    ['one leave: all members, each alone (from the two)', (f) => ms(f.alone.master.leave + (f.n - 1) * f.alone.member.leave)],
     [`join storm (${STORM} at once): epochs / messages`, (f) => `${f.joinStorm.epochs} / ${f.joinStorm.messages}`],
     [`join storm: bytes delivered`, (f) => kb(f.joinStorm.bytesDelivered)],
     [`join storm: CPU, all members (max one member)`, (f) => `${ms(f.joinStorm.cpuSumMs)} (${ms(f.joinStorm.cpuMaxMs)})`],

@@ -17,6 +17,7 @@ import type { ObjectStore } from '../../sheep/store/store.js';
 import { writeConfig, STORE_FORMAT_VERSION, type ClusterConfig } from '../../sheep/store/config.js';
 import { EpochLog } from '../../sheep/cluster/epoch-log.js';
 import { System } from '../../sheep/cluster/system.js';
+import type { GroupDriver } from '../../sheep/cluster/driver.js';
 import { SimBus, SimGroup, quiet } from './sim-group.js';
 
 /** The store surface the cluster code touches when no object exists: all of it answers "nothing". */
@@ -46,6 +47,32 @@ export function simNodeInfo(i: number): NodeInfo {
   return { nid: `${host}:7000`, host, port: 7000, zone: i, vnodes: 64 };
 }
 
+/** The group member id of a simulated sheep. */
+export function simMemberId(info: NodeInfo): string {
+  return `${info.nid}#sim`;
+}
+
+/**
+ * A simulated sheep's store directory: empty (a new node), or with `config` a store of the formatted
+ * cluster stopped at epoch 1 with all `seed` nodes.
+ */
+export async function simStore(dir: string, config: ClusterConfig | null, seed: NodeInfo[]): Promise<void> {
+  await fs.mkdir(dir, { recursive: true });
+  if (!config) return;
+  await writeConfig(dir, config);
+  const log = new EpochLog(dir);
+  await log.init();
+  await log.append({ epoch: 1, time: Date.now(), nodes: seed });
+}
+
+/** One simulated sheep: the real System over `group`, with the stubs the file comment lists. */
+export function simSystem(dir: string, info: NodeInfo, group: GroupDriver, log: Logger): System {
+  const sys = new System(dir, info, new NullStore() as unknown as ObjectStore, group, log.child({ node: info.nid }));
+  // recovery's object copying is the object I/O left out (see the file comment)
+  sys.recovery.start = () => undefined;
+  return sys;
+}
+
 /** Waits until every node has loaded its store and handed its group handlers over (then it may enter). */
 async function started(nodes: SimNode[]): Promise<void> {
   while (nodes.some((x) => !x.group.events)) await quiet();
@@ -68,18 +95,9 @@ export class SimCluster {
   private async makeNode(seed: NodeInfo[] | null): Promise<SimNode> {
     const info = simNodeInfo(this.next++);
     const dir = path.join(this.dir, `n${this.next}`);
-    await fs.mkdir(dir, { recursive: true });
-    if (seed) {
-      // a store of the formatted cluster, stopped at epoch 1 with all `seed` nodes
-      await writeConfig(dir, this.config);
-      const log = new EpochLog(dir);
-      await log.init();
-      await log.append({ epoch: 1, time: Date.now(), nodes: seed });
-    }
-    const group = new SimGroup(this.bus, `${info.nid}#sim`);
-    const sys = new System(dir, info, new NullStore() as unknown as ObjectStore, group, this.log.child({ node: info.nid }));
-    // recovery's object copying is the object I/O left out (see the file comment)
-    sys.recovery.start = () => undefined;
+    await simStore(dir, seed ? this.config : null, seed ?? []);
+    const group = new SimGroup(this.bus, simMemberId(info));
+    const sys = simSystem(dir, info, group, this.log);
     group.applied = () => sys.clusterEventsApplied();
     const joined = sys.start();
     joined.catch(() => undefined);

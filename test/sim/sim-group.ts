@@ -16,7 +16,7 @@ export interface BusCounters {
   byKind: Map<string, { count: number; bytes: number }>;
 }
 
-type BusEvent =
+export type BusEvent =
   | { t: 'confchg'; joined: string[]; left: string[] }
   | { t: 'deliver'; from: string; msg: Buffer };
 
@@ -42,6 +42,8 @@ export class SimBus {
   kindOf: (msg: Buffer) => string = () => 'msg';
   /** `each` mode: CPU microseconds a member spent applying one event */
   onApplied: (member: string, cpuMicros: number) => void = () => undefined;
+  /** sees every event handed to a member, with the group's members then (solo.ts records one member's) */
+  tap: ((member: string, ev: BusEvent, members: string[]) => void) | null = null;
 
   /** Joins members in one configuration change (a storm when there are many). */
   join(groups: SimGroup[]): void {
@@ -108,6 +110,7 @@ export class SimBus {
       if (ev.t === 'confchg') this.counters.confchgs++;
       else this.counters.bytesDelivered += ev.msg.length * to.length;
       for (const g of to) {
+        this.tap?.(g.id, ev, ids);
         const start = this.mode === 'each' ? process.cpuUsage() : null;
         if (ev.t === 'confchg') g.events?.confchg(ids, ev.joined, ev.left);
         else g.events?.deliver(ev.from, ev.msg);

@@ -54,3 +54,34 @@ test('placement is deterministic and independent of node order', () => {
   const b = new Ring([node(3), node(1), node(0), node(2)]);
   for (let i = 0; i < 1000; i++) assert.deepEqual(a.replicas(oidAt(i), 2).map((n) => n.nid), b.replicas(oidAt(i), 2).map((n) => n.nid));
 });
+
+test('a ring derived through joins, leaves, weight changes and storms places every object as a ring built from scratch', () => {
+  const at = (i: number, vnodes = 64) => ({ nid: `10.0.${i >> 8}.${i & 255}:7000`, host: `10.0.${i >> 8}.${i & 255}`, port: 7000, zone: i, vnodes });
+  let nodes = Array.from({ length: 60 }, (_, i) => at(i));
+  let ring = new Ring(nodes);
+  for (let step = 0; step < 24; step++) {
+    if (step % 4 === 0) nodes = [...nodes, at(100 + step)];
+    else if (step % 4 === 1) nodes = nodes.filter((_, i) => i !== (step * 7) % nodes.length);
+    else if (step % 4 === 2) nodes = nodes.map((n, i) => (i === (step * 5) % nodes.length ? { ...n, vnodes: n.vnodes + 16 } : n));
+    else nodes = [...nodes.filter((_, i) => i < 10 || i >= 15), at(200 + step), at(300 + step, 8)];
+    ring = new Ring(nodes, ring);
+    const scratch = new Ring(nodes);
+    for (let i = 0; i < 2000; i++) {
+      const oid = oidAt(i * 31 + step);
+      assert.deepEqual(ring.replicas(oid, 3).map((n) => n.nid), scratch.replicas(oid, 3).map((n) => n.nid), `step ${step}, oid ${oid}`);
+    }
+    assert.deepEqual(ring.arcShares(), scratch.arcShares());
+  }
+});
+
+test('a ring derived after one join shares every block of points the new node does not fall in', () => {
+  const at = (i: number) => ({ nid: `10.0.${i >> 8}.${i & 255}:7000`, host: `10.0.${i >> 8}.${i & 255}`, port: 7000, zone: i, vnodes: 64 });
+  const nodes = Array.from({ length: 500 }, (_, i) => at(i));
+  const before = new Ring(nodes);
+  const after = new Ring([...nodes, at(999)], before);
+  const old = new Set(before.layout.blocks);
+  const fresh = after.layout.blocks.filter((b) => !old.has(b));
+  // 64 new points fall in at most 64 of the 250 blocks (a block that grows too big splits in two)
+  assert.ok(before.layout.blocks.length >= 250);
+  assert.ok(fresh.length <= 2 * 64, `${fresh.length} blocks of ${after.layout.blocks.length} made anew`);
+});

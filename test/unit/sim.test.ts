@@ -7,6 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { SimCluster } from '../sim/sim-cluster.js';
 import { measureChange, placementFigures } from '../sim/measure.js';
+import { simMemberId, simNodeInfo } from '../sim/sim-cluster.js';
+import { SoloRecorder, measureAlone } from '../sim/solo.js';
 
 async function withCluster(n: number, fn: (c: SimCluster) => Promise<void>): Promise<void> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sim-test-'));
@@ -60,4 +62,24 @@ test('on 100 nodes one join moves about 1/N of the copies and of the first repli
   assert.ok(p.joinPrimaries <= 1.5 * p.joinIdeal, `${p.joinPrimaries} of the objects, ideal ${p.joinIdeal}`);
   assert.ok(p.joinCopies <= 1.5 * p.joinIdeal, `${p.joinCopies} of the copies, ideal ${p.joinIdeal}`);
   assert.ok(p.maxOverMean < 1.2);
+});
+
+test('a member replayed alone in a process of its own ends with the epoch and members it had in the simulation', async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sim-solo-'));
+  try {
+    const c = new SimCluster(dir, 'warn');
+    const seed = Array.from({ length: 10 }, (_, i) => simNodeInfo(i));
+    const solo = new SoloRecorder(c.bus, [{ memberId: simMemberId(seed[1]), info: seed[1], config: c.config, seed }]);
+    await c.boot(10);
+    solo.booted();
+    await solo.change('join', () => c.join(1));
+    await solo.change('leave', () => c.leave(1));
+    c.bus.tap = null;
+    const alone = await measureAlone([...solo.recs.values()][0], dir);
+    assert.equal(alone.epoch, c.epoch);
+    assert.deepEqual(alone.members, c.nodes.map((n) => n.info.nid));
+    assert.deepEqual(alone.changes.map((x) => x.name), ['join', 'leave']);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
 });

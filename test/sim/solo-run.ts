@@ -1,0 +1,74 @@
+// The child of measureAlone (solo.ts): one simulated member in a process of its own, fed the events
+// it received in the simulation, one at a time as the bus hands them (each applied before the next),
+// printing the CPU of each measured change as JSON. Argument: the recording, the store directory.
+
+import fs from 'node:fs/promises';
+import pino from 'pino';
+import { unpack } from 'msgpackr';
+import type { GroupDriver, GroupEvents } from '../../sheep/cluster/driver.js';
+import { simStore, simSystem } from './sim-cluster.js';
+import { quiet } from './sim-group.js';
+import type { Recording, SoloFigures } from './solo.js';
+
+/** The member's group: events come from the recording; what it sends is already in there. */
+class ReplayGroup implements GroupDriver {
+  readonly name = 'sim';
+  readonly canPartition = false;
+  events: GroupEvents | null = null;
+  onLost: (why: string) => void = () => undefined;
+  constructor(private readonly id: string) {}
+  async init(): Promise<string> { return this.id; }
+  async start(events: GroupEvents): Promise<void> { this.events = events; }
+  async mcast(): Promise<void> { /* delivered from the recording, in the group's order */ }
+  async stop(): Promise<void> { /* nothing to leave */ }
+}
+
+const cpuMs = (since: NodeJS.CpuUsage): number => {
+  const d = process.cpuUsage(since);
+  return (d.user + d.system) / 1000;
+};
+
+async function main(): Promise<void> {
+  const [file, dir] = process.argv.slice(2);
+  const rec = unpack(await fs.readFile(file)) as Recording;
+  // messages as the Buffers the bus carried (before anything is measured)
+  for (const e of rec.events) if (e.t === 'deliver' && !Buffer.isBuffer(e.msg)) e.msg = Buffer.from((e.msg as Uint8Array).buffer, (e.msg as Uint8Array).byteOffset, (e.msg as Uint8Array).length);
+  await simStore(dir, rec.config, rec.seed);
+  // as in the simulation: an info-level logger writing to /dev/null
+  const log = pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: false, minLength: 8192 }));
+  const group = new ReplayGroup(rec.memberId);
+  const sys = simSystem(dir, rec.info, group, log);
+  sys.start().catch(() => undefined);
+  while (!group.events) await quiet();
+  const ev = group.events;
+  const deliver = async (i: number): Promise<void> => {
+    const e = rec.events[i];
+    if (e.t === 'confchg') ev.confchg(e.members, e.joined, e.left);
+    else ev.deliver(e.from, e.msg);
+    await sys.clusterEventsApplied();
+  };
+  for (let i = 0; i < rec.boot; i++) await deliver(i);
+  await quiet();
+  sys.gateway.targets(1n);
+  const out: SoloFigures = { changes: [], epoch: 0, members: [] };
+  let next = rec.boot;
+  for (const c of rec.changes) {
+    for (; next < c.from; next++) await deliver(next);
+    const t = process.cpuUsage();
+    for (; next < c.to; next++) await deliver(next);
+    const cpu = cpuMs(t);
+    const r = process.cpuUsage();
+    sys.gateway.targets(1n);
+    out.changes.push({ name: c.name, cpuMs: cpu, ringMs: cpuMs(r) });
+    await quiet();
+  }
+  out.epoch = sys.epoch;
+  out.members = sys.members.map((n) => n.nid);
+  await fs.rm(dir, { recursive: true, force: true });
+  process.stdout.write(JSON.stringify(out) + '\n');
+}
+
+main().then(() => process.exit(0), (e) => {
+  process.stderr.write(`solo-run: ${(e as Error).stack ?? e}\n`);
+  process.exit(1);
+});
