@@ -382,12 +382,39 @@ interface ClusterResult {
 const us = (n: number) => String(Math.round(n));
 const row = (cells: Array<string | number>) => console.log(`| ${cells.join(' | ')} |`);
 
+/** WORK/random1g.raw: the 1 GiB of random data the 1 GiB workloads write. */
+async function writeRandom1g(work: string): Promise<void> {
+  const big = await fs.open(path.join(work, 'random1g.raw'), 'w');
+  for (let i = 0; i < 4; i++) await big.write(crypto.randomBytes(256 * MB));
+  await big.close();
+}
+
+function printRecoveryLatency(rec: Awaited<ReturnType<typeof recoveryLatency>>): void {
+  console.log('4 KiB random reads at QD16 on port 7000 while recovery runs (4 nodes / 3 copies, 1 GiB, one sheep SIGKILLed):');
+  console.log('');
+  row(['state', 'IOPS', 'p50 µs', 'p99 µs', 'p99 / idle p99']);
+  row(['---', '---:', '---:', '---:', '---:']);
+  row(['idle', us(rec.idle.iops), us(rec.idle.p50us), us(rec.idle.p99us), '1.00x']);
+  row([`recovering (0.5 s warm-up + 3 s measured, ${rec.overlapSeconds.toFixed(1)} s of it during the ${rec.recoverySeconds.toFixed(1)} s recovery)`, us(rec.busy.iops), us(rec.busy.p50us), us(rec.busy.p99us), ratio(rec.busy.p99us, rec.idle.p99us)]);
+  console.log('');
+}
+
 async function main(): Promise<void> {
   for (const tool of ['fio', 'qemu-nbd', 'dd']) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`${tool} is missing (scripts/bench.sh installs it)`);
   }
   const work = await fs.mkdtemp(path.join(ROOT, 'run', 'bench-'));
   fioOut = path.join(work, 'fio.json');
+  if (process.env.BENCH_ONLY === 'recovery-latency') {
+    // npm run bench:recovery-latency: only 4 KiB reads idle and under recovery
+    try {
+      await writeRandom1g(work);
+      printRecoveryLatency(await recoveryLatency(work));
+    } finally {
+      await fs.rm(work, { recursive: true, force: true });
+    }
+    return;
+  }
   if (process.env.BENCH_ONLY === 'ec') {
     // npm run bench:ec-cluster: only the erasure-coding section
     try {
@@ -402,9 +429,7 @@ async function main(): Promise<void> {
   try {
     const data = path.join(work, 'random256.raw');
     await fs.writeFile(data, crypto.randomBytes(256 * MB));
-    const big = await fs.open(path.join(work, 'random1g.raw'), 'w');
-    for (let i = 0; i < 4; i++) await big.write(crypto.randomBytes(256 * MB));
-    await big.close();
+    await writeRandom1g(work);
 
     // ---- the limits of this machine, and qemu-nbd exporting a raw file on the same disk
     const loop = await loopbackMBps();
@@ -491,13 +516,7 @@ async function main(): Promise<void> {
     };
     for (const [k, v] of Object.entries(DOG_1_0)) row([k, f1(ours[k]), f1(v), ratio(ours[k], v)]);
     console.log('');
-    console.log('4 KiB random reads at QD16 on port 7000 while recovery runs (4 nodes / 3 copies, 1 GiB, one sheep SIGKILLed):');
-    console.log('');
-    row(['state', 'IOPS', 'p50 µs', 'p99 µs', 'p99 / idle p99']);
-    row(['---', '---:', '---:', '---:', '---:']);
-    row(['idle', us(rec.idle.iops), us(rec.idle.p50us), us(rec.idle.p99us), '1.00x']);
-    row([`recovering (0.5 s warm-up + 3 s measured, ${rec.overlapSeconds.toFixed(1)} s of it during the ${rec.recoverySeconds.toFixed(1)} s recovery)`, us(rec.busy.iops), us(rec.busy.p50us), us(rec.busy.p99us), ratio(rec.busy.p99us, rec.idle.p99us)]);
-    console.log('');
+    printRecoveryLatency(rec);
     printEc(ec);
     console.log('Cost of encryption, measured in this run (encrypted / plaintext, same cluster shape):');
     console.log('');
