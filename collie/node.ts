@@ -4,7 +4,7 @@ import { Op } from '../lib/proto.js';
 import { SheepClient } from '../lib/client.js';
 import { formatSize } from '../lib/units.js';
 import { policyOf } from '../lib/erasure-layout.js';
-import type { NodeListReply, StatSheepReply, RecoveryStatus, Throttle } from '../lib/admin.js';
+import type { NodeListReply, StatSheepReply, StatSheepArgs, RecoveryStatus, Throttle } from '../lib/admin.js';
 import { progress } from './progress.js';
 import { CliError, EXIT_SYSFAIL, EXIT_USAGE, withClient, connectTo, out, reason, renderTable, type Column, type ConnOpts } from './common.js';
 
@@ -66,7 +66,7 @@ export async function nodeInfoCmd(o: ConnOpts): Promise<void> {
     try {
       const c = await connectTo(n.host, n.port);
       try {
-        const s = await c.control<StatSheepReply>(Op.STAT_SHEEP);
+        const s = await c.control<StatSheepReply>(Op.STAT_SHEEP, { strips: true } satisfies StatSheepArgs);
         tSize += s.size; tUsed += s.used; tAvail += s.avail; vsize = Math.max(vsize, s.vdiSizeTotal); ok++;
         for (const [policy, bytes] of s.ecStrips ?? []) strips.set(policy, (strips.get(policy) ?? 0) + bytes);
         // a node whose disk failed, or whose free space is under its reserve, says so after its figures

@@ -35,6 +35,7 @@ export interface StatSheepReply {
   /** client I/O served by this node since it started (port 7000 and NBD; peers not counted) */
   io?: { reads: number; writes: number; readBytes: number; writtenBytes: number };
   /** bytes of erasure-coded strips on this node, per copy_policy byte of their VDIs (`node info`'s space saved) */
+  /** bytes of erasure-coded strips here, per copy policy (only when the request asked: StatSheepArgs.strips) */
   ecStrips?: Array<[copyPolicy: number, bytes: number]>;
 }
 
@@ -42,6 +43,8 @@ export interface StatSheepReply {
 export interface StatSheepArgs {
   /** a store usage counted this long ago is good enough (the monitor asks every second); default 0 */
   cachedMs?: number;
+  /** count the bytes of erasure-coded strips (ecStrips): a stat of every strip file, so only on request */
+  strips?: boolean;
 }
 
 /** STAT_CLUSTER */

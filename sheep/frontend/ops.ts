@@ -385,7 +385,7 @@ async function statSheep(sys: System, req: OpRequest): Promise<OpReply> {
   const d = await sys.diskStats(cachedMs);
   let total = 0;
   for (const v of sys.vdis.all()) if (!v.deleted && v.snapCtime === 0n) total += Number(v.vdiSize);
-  const r: StatSheepReply = { ...d, vdiSizeTotal: total, io: { ...metrics.io }, ecStrips: await stripUsage(sys) };
+  const r: StatSheepReply = { ...d, vdiSizeTotal: total, io: { ...metrics.io }, ...(a.strips === true ? { ecStrips: await stripUsage(sys) } : {}) };
   return reply(r);
 }
 
