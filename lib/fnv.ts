@@ -3,31 +3,13 @@
 const FNV64_OFFSET = 0xcbf29ce484222325n;
 const MASK64 = 0xffffffffffffffffn;
 
-// 64-bit multiply by the FNV prime 2^40 + 0x1b3, done on four 16-bit limbs so the hot loop
-// stays in plain numbers (BigInt arithmetic per byte is ~20x slower).
-function mulPrime(h: Uint32Array): void {
-  const l0 = h[0] & 0xffff, l1 = h[0] >>> 16, l2 = h[1] & 0xffff, l3 = h[1] >>> 16;
-  // x * 0x1b3
-  let t0 = l0 * 0x1b3;
-  let t1 = l1 * 0x1b3 + (t0 >>> 16);
-  let t2 = l2 * 0x1b3 + (t1 >>> 16);
-  let t3 = l3 * 0x1b3 + (t2 >>> 16);
-  // + x << 40: limb k of x lands in limb k+2 shifted by 8 bits
-  t2 = (t2 & 0xffff) + ((l0 << 8) & 0xffff);
-  t3 = (t3 & 0xffff) + (((l0 << 8) >>> 16) & 0xffff) + ((l1 << 8) & 0xffff) + (t2 >>> 16);
-  h[0] = ((t0 & 0xffff) | ((t1 & 0xffff) << 16)) >>> 0;
-  h[1] = ((t2 & 0xffff) | ((t3 & 0xffff) << 16)) >>> 0;
-}
-
 /** FNV-1a-64 over `data`, continuing from `seed` (the standard offset basis by default). */
 export function fnv1a64(data: Uint8Array | string, seed: bigint = FNV64_OFFSET): bigint {
   const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-  const h = new Uint32Array([Number(seed & 0xffffffffn), Number((seed >> 32n) & 0xffffffffn)]);
-  for (let i = 0; i < bytes.length; i++) {
-    h[0] = (h[0] ^ bytes[i]) >>> 0;
-    mulPrime(h);
-  }
-  return ((BigInt(h[1]) << 32n) | BigInt(h[0])) & MASK64;
+  hLo = Number(seed & 0xffffffffn);
+  hHi = Number((seed >> 32n) & 0xffffffffn);
+  for (let i = 0; i < bytes.length; i++) mix(bytes[i]);
+  return ((BigInt(hHi) << 32n) | BigInt(hLo)) & MASK64;
 }
 
 /** The vid a VDI name hashes to: where its run of set bits in the VDI bitmap starts. */
@@ -39,10 +21,13 @@ export function nameToVid(name: string): number {
 const OFFSET_LO = Number(FNV64_OFFSET & 0xffffffffn);
 const OFFSET_HI = Number(FNV64_OFFSET >> 32n);
 
-/** the running hash of ringPointWords: two numbers, so a byte costs no typed-array writes */
+/** the running hash: two numbers, so a byte costs no typed-array writes */
 let hLo = 0, hHi = 0;
 
-/** hLo/hHi = (h ^ b) * prime, the same arithmetic as mulPrime */
+/**
+ * hLo/hHi = (hash ^ b) * the FNV prime 2^40 + 0x1b3, multiplied on four 16-bit limbs so the loop
+ * stays in plain numbers (BigInt arithmetic per byte is ~20x slower).
+ */
 function mix(b: number): void {
   const x = (hLo ^ b) >>> 0;
   const l0 = x & 0xffff, l1 = x >>> 16, l2 = hHi & 0xffff, l3 = hHi >>> 16;
