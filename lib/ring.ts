@@ -49,6 +49,30 @@ interface Layout {
   nodeSlot: Uint32Array;
 }
 
+/** A node's vnode hashes (low, high words per vnode), for the address and weight it had then. */
+interface NodeHashes { host: string; port: number; vnodes: number; words: Uint32Array }
+
+/**
+ * Each node object's vnode hashes, kept while the object lives: a node that leaves is cut out of
+ * the ring by its points, and hashing its 64 vnodes again was a fifth of a member's ring update.
+ */
+const hashesOf = new WeakMap<RingNode, NodeHashes>();
+
+function vnodeHashes(n: RingNode): Uint32Array {
+  const had = hashesOf.get(n);
+  // the object of this sheep itself changes in place with a weight change: check what was hashed
+  if (had && had.vnodes === n.vnodes && had.host === n.host && had.port === n.port) return had.words;
+  const words = new Uint32Array(2 * n.vnodes);
+  const w = new Uint32Array(2);
+  for (let v = 0; v < n.vnodes; v++) {
+    ringPointWords(`${n.host}:${n.port}:${v}`, w);
+    words[2 * v] = w[0];
+    words[2 * v + 1] = w[1];
+  }
+  hashesOf.set(n, { host: n.host, port: n.port, vnodes: n.vnodes, words });
+  return words;
+}
+
 /**
  * The points of `nodes[i]` for i in `which`, sorted by (hash, node index): the order every ring
  * uses, flat (3 words each). Point k of the result belongs to slot slotOf(node index).
@@ -57,14 +81,12 @@ function pointsOf(nodes: readonly RingNode[], which: readonly number[], slotOf: 
   let total = 0;
   for (const i of which) total += nodes[i].vnodes;
   const hi = new Uint32Array(total), lo = new Uint32Array(total), own = new Uint32Array(total);
-  const w = new Uint32Array(2);
   let k = 0;
   for (const i of which) {
-    const n = nodes[i];
-    for (let v = 0; v < n.vnodes; v++, k++) {
-      ringPointWords(`${n.host}:${n.port}:${v}`, w);
-      lo[k] = w[0];
-      hi[k] = w[1];
+    const words = vnodeHashes(nodes[i]);
+    for (let v = 0; v < words.length; v += 2, k++) {
+      lo[k] = words[v];
+      hi[k] = words[v + 1];
       own[k] = i;
     }
   }
@@ -110,10 +132,15 @@ function blockOf(starts: Int32Array, g: number): number {
   return a;
 }
 
-/** The first point index whose point is >= (h, l), or the count when none is. */
-function lowerBound(layout: Layout, h: number, l: number): number {
-  const { blocks, starts } = layout;
-  // the first block whose last point is >= (h, l)
+/** Where seek() found its point: the block, and the point's index in it. */
+let seekBlock = 0, seekIndex = 0;
+
+/**
+ * Finds the first point >= (h, l): its block and index in seekBlock/seekIndex (no global index to
+ * map back to a block with another search). false when every point is below (h, l).
+ */
+function seek(layout: Layout, h: number, l: number): boolean {
+  const blocks = layout.blocks;
   let a = 0, b = blocks.length;
   while (a < b) {
     const m = (a + b) >>> 1;
@@ -121,7 +148,7 @@ function lowerBound(layout: Layout, h: number, l: number): number {
     if (below(blk[e], blk[e + 1], h, l)) a = m + 1;
     else b = m;
   }
-  if (a === blocks.length) return starts[a];
+  if (a === blocks.length) return false;
   const blk = blocks[a];
   let x = 0, y = blk.length / 3;
   while (x < y) {
@@ -129,7 +156,9 @@ function lowerBound(layout: Layout, h: number, l: number): number {
     if (below(blk[3 * m], blk[3 * m + 1], h, l)) x = m + 1;
     else y = m;
   }
-  return starts[a] + x;
+  seekBlock = a;
+  seekIndex = x;
+  return true;
 }
 
 /** Word w (0: hash high, 1: hash low, 2: slot) of point g. */
@@ -149,15 +178,12 @@ interface BlockEdit {
 function editBlock(blk: Block, e: BlockEdit, fresh: Uint32Array): Block[] {
   const len = blk.length / 3;
   const out = new Uint32Array(blk.length + 3 * (e.put.length - e.drop.length));
-  // the points between edits are copied as runs (one memcpy each): a change edits a block in one
-  // or two places, and this code runs once per change, mostly before the JIT compiles it
+  // a change edits a block in one or two places: the runs between edits are copied
   let k = 0, d = 0, p = 0, from = 0;
+  // word by word: a subarray per run allocates a typed array, dearer than copying a few dozen words
   const copyTo = (until: number): void => {
-    if (until > from) {
-      out.set(blk.subarray(3 * from, 3 * until), k);
-      k += 3 * (until - from);
-    }
-    from = until;
+    for (let x = 3 * from, end = 3 * until; x < end; x++) out[k++] = blk[x];
+    if (until > from) from = until;
   };
   while (d < e.drop.length || p < e.put.length) {
     const nextDrop = d < e.drop.length ? e.drop[d] : len + 1;
@@ -234,7 +260,6 @@ function derive(base: Ring<RingNode>, nodes: readonly RingNode[]): Layout | null
     slotOf[j] = free.length ? free.pop()! : nextSlot++;
     added.push(j);
   }
-  const count = old.starts[old.blocks.length];
   const edits = new Map<number, BlockEdit>();
   const editOf = (b: number): BlockEdit => {
     let e = edits.get(b);
@@ -245,22 +270,34 @@ function derive(base: Ring<RingNode>, nodes: readonly RingNode[]): Layout | null
   const leaving = pointsOf(base.nodes, gone, (i) => old.nodeSlot[i]);
   for (let d = 0; d < leaving.length; d += 3) {
     const h = leaving[d], l = leaving[d + 1], s = leaving[d + 2];
-    let p = lowerBound(old, h, l);
-    while (p < count && word(old, p, 0) === h && word(old, p, 1) === l && word(old, p, 2) !== s) p++;
-    if (p >= count || word(old, p, 2) !== s || word(old, p, 0) !== h || word(old, p, 1) !== l) return null;
-    const b = blockOf(old.starts, p);
-    editOf(b).drop.push(p - old.starts[b]);
+    if (!seek(old, h, l)) return null;
+    // points that hash alike sit together: step to the one of this slot (into the next block if need be)
+    let b = seekBlock, x = seekIndex;
+    for (;;) {
+      const blk = old.blocks[b];
+      if (blk[3 * x] !== h || blk[3 * x + 1] !== l) return null;
+      if (blk[3 * x + 2] === s) break;
+      if (++x === blk.length / 3) {
+        if (++b === old.blocks.length) return null;
+        x = 0;
+      }
+    }
+    editOf(b).drop.push(x);
   }
   // the points of the nodes that came: where they go (before the first point above them)
   const fresh = pointsOf(nodes, added, (j) => slotOf[j]);
   for (let f = 0; f < fresh.length; f += 3) {
     const h = fresh[f], l = fresh[f + 1];
-    const p = lowerBound(old, h, l);
-    if (p < count && word(old, p, 0) === h && word(old, p, 1) === l) return null;
     if (f > 0 && fresh[f - 3] === h && fresh[f - 2] === l) return null;
-    // past the last point: at the end of the last block
-    const b = p < count ? blockOf(old.starts, p) : old.blocks.length - 1;
-    editOf(b).put.push([p - old.starts[b], f / 3]);
+    if (seek(old, h, l)) {
+      const blk = old.blocks[seekBlock];
+      if (blk[3 * seekIndex] === h && blk[3 * seekIndex + 1] === l) return null;
+      editOf(seekBlock).put.push([seekIndex, f / 3]);
+    } else {
+      // past the last point: at the end of the last block
+      const last = old.blocks.length - 1;
+      editOf(last).put.push([old.blocks[last].length / 3, f / 3]);
+    }
   }
   const blocks: Block[] = [];
   for (let b = 0; b < old.blocks.length; b++) {
@@ -271,7 +308,7 @@ function derive(base: Ring<RingNode>, nodes: readonly RingNode[]): Layout | null
   }
   const slotNode = new Int32Array(nextSlot).fill(-1);
   for (let j = 0; j < nodes.length; j++) slotNode[slotOf[j]] = j;
-  return { blocks, starts: startsOf(blocks), slotNode, nodeSlot: Uint32Array.from(slotOf) };
+  return { blocks, starts: startsOf(blocks), slotNode, nodeSlot: new Uint32Array(slotOf) };
 }
 
 /** A ring built from every vnode of every node. */
@@ -366,27 +403,32 @@ export class Ring<N extends RingNode = RingNode> {
   private probes(oid: bigint): Int32Array {
     const key = this.key, w = this.hash;
     key.writeBigUInt64LE(oid, 1);
-    const idx = this.probeIdx, dh = this.probeDh, dl = this.probeDl;
+    const idx = this.probeIdx, dh = this.probeDh, dl = this.probeDl, slot = this.probeSlot;
+    const { blocks, starts } = this.layout;
     for (let k = 0; k < PROBES; k++) {
       key[0] = k;
       fnv1a64Words(key, w);
       const h = w[1], l = w[0];
-      let g = lowerBound(this.layout, h, l);
-      if (g === this.count) g = 0;
-      const ph = word(this.layout, g, 0), pl = word(this.layout, g, 1);
+      // past the last point: the walk wraps to the first
+      let b = 0, x = 0;
+      if (seek(this.layout, h, l)) { b = seekBlock; x = seekIndex; }
+      const blk = blocks[b];
+      const g = starts[b] + x, ph = blk[3 * x], pl = blk[3 * x + 1], s = blk[3 * x + 2];
       // distance from the probe to the point, modulo 2^64
       const lo = (pl - l) >>> 0;
       const hi = (ph - h - (pl < l ? 1 : 0)) >>> 0;
       let j = k;
       while (j > 0 && (dh[j - 1] > hi || (dh[j - 1] === hi && dl[j - 1] > lo))) {
-        idx[j] = idx[j - 1]; dh[j] = dh[j - 1]; dl[j] = dl[j - 1];
+        idx[j] = idx[j - 1]; dh[j] = dh[j - 1]; dl[j] = dl[j - 1]; slot[j] = slot[j - 1];
         j--;
       }
-      idx[j] = g; dh[j] = hi; dl[j] = lo;
+      idx[j] = g; dh[j] = hi; dl[j] = lo; slot[j] = s;
     }
     return idx;
   }
 
+  /** the slot of each probe's point, in probeIdx's order (its owner without another search) */
+  private readonly probeSlot = new Int32Array(PROBES);
   private readonly probeIdx = new Int32Array(PROBES);
   private readonly probeDh = new Uint32Array(PROBES);
   private readonly probeDl = new Uint32Array(PROBES);
@@ -413,9 +455,9 @@ export class Ring<N extends RingNode = RingNode> {
       out.push(node);
     };
     const probes = this.probes(oid);
-    for (let k = 0; k < probes.length && out.length < want; k++) take(this.owner(probes[k]));
-    // the walk: block by block from the closest point
     const { blocks, starts, slotNode } = this.layout;
+    for (let k = 0; k < probes.length && out.length < want; k++) take(slotNode[this.probeSlot[k]]);
+    // the walk: block by block from the closest point
     let b = blockOf(starts, probes[0]), i = 3 * (probes[0] - starts[b]);
     for (let k = 1; k < this.count && out.length < want; k++) {
       i += 3;

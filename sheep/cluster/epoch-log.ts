@@ -9,7 +9,7 @@
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { writeFileDurable } from '../store/config.js';
+import { writeFileDurable, writeFileDurableSync } from '../store/config.js';
 import type { NodeInfo } from '../../lib/node.js';
 
 export interface EpochRecord {
@@ -54,22 +54,23 @@ function applyDelta(prev: readonly NodeInfo[], d: Delta): NodeInfo[] {
  * `next` as a change of `prev` (membership removes nodes, replaces a node's info in place on a
  * weight change and appends joiners), or null when that does not describe it or is not smaller.
  * One pass comparing object identities first: O(N) steps of a pointer compare, no per-node work.
+ * Both lists hold each nid once (membership refuses a second node with a member's address): then
+ * the kept nodes match `next`'s head in order and the joiners are its tail, so applyDelta gives
+ * `next` back by construction, without a second pass to check it on every change.
  */
 export function diffNodes(prev: readonly NodeInfo[], next: readonly NodeInfo[]): Delta | null {
   const d: Delta = { left: [], changed: [], joined: [] };
   let j = 0;
   for (let i = 0; i < prev.length; i++) {
     const p = prev[i], n = next[j];
-    if (n && (p === n || p.nid === n.nid)) {
+    if (p === n) j++;
+    else if (n && p.nid === n.nid) {
       if (!sameNode(p, n)) d.changed.push(n);
       j++;
     } else d.left.push(p.nid);
   }
   for (; j < next.length; j++) d.joined.push(next[j]);
   if ((d.left.length + d.changed.length + d.joined.length) * 2 >= next.length) return null;
-  // the pass above assumes unique nids kept in order: check that the delta gives `next` back
-  const back = applyDelta(prev, d);
-  if (back.length !== next.length || back.some((b, i) => !sameNode(b, next[i]))) return null;
   return d;
 }
 
@@ -173,7 +174,7 @@ export class EpochLog {
 
   append(rec: EpochRecord): Promise<void> {
     return this.serial(async () => {
-      await writeFileDurable(this.file(rec.epoch), JSON.stringify(this.stored(rec)) + '\n');
+      writeFileDurableSync(this.file(rec.epoch), JSON.stringify(this.stored(rec)) + '\n');
       // the caller gives records whose node objects never change (membership.ts newEpoch)
       this.recent = [...this.recent.filter((r) => r.epoch !== rec.epoch), rec].sort((a, b) => a.epoch - b.epoch).slice(-MEMORY_TAIL);
     });

@@ -27,6 +27,8 @@ export class Membership {
   private memberId = '';
   /** accepted sheep, oldest first; nodes[0] answers join requests (after a change: nodesChanged()) */
   private nodes: Member[] = [];
+  /** `nodes` by group member id (every change asks whether a member is one of them: at 1,000 nodes a scan per question was a member's largest cost of a join) */
+  private byMember = new Map<string, Member>();
   /** `members`, made once per change: the gateway asks for it on every request */
   private membersCache: NodeInfo[] | null = null;
   private accepted = false;
@@ -103,8 +105,7 @@ export class Membership {
     this.accepted = false;
     this.rejoining = false;
     this.rejoinTarget = null;
-    this.nodes = [];
-    this.nodesChanged();
+    this.setNodes([]);
     this.groupMembers = [];
     this.joiners.clear();
     this.older.clear();
@@ -139,6 +140,23 @@ export class Membership {
   /** `nodes` or a node's info changed: `members` is made again. */
   private nodesChanged(): void {
     this.membersCache = null;
+  }
+
+  private setNodes(list: Member[]): void {
+    this.nodes = list;
+    this.byMember = new Map(list.map((n) => [n.member, n]));
+    this.nodesChanged();
+  }
+
+  private addNode(n: Member): void {
+    this.nodes.push(n);
+    this.byMember.set(n.member, n);
+    this.nodesChanged();
+  }
+
+  /** Whether group member `m` is an accepted sheep. */
+  private isNode(m: string): boolean {
+    return this.byMember.has(m);
   }
 
   /** Resolves at the next membership change, or after `ms`. */
@@ -179,17 +197,18 @@ export class Membership {
     }
     let changed = false;
     for (const m of left) {
-      const i = this.nodes.findIndex((n) => n.member === m);
-      if (i < 0) continue;
-      const gone = this.nodes[i].info;
-      this.nodes.splice(i, 1);
+      const node = this.byMember.get(m);
+      if (!node) continue;
+      const gone = node.info;
+      this.nodes.splice(this.nodes.indexOf(node), 1);
+      this.byMember.delete(m);
       this.nodesChanged();
       this.s.vdis.dropLocksOf(gone.nid);
       this.s.log.warn({ node: gone.nid }, 'node left the cluster');
       changed = true;
     }
     if (changed) await this.membershipChanged();
-    const foreign = joined.filter((m) => m !== this.member && !this.nodes.some((n) => n.member === m));
+    const foreign = joined.filter((m) => m !== this.member && !this.isNode(m));
     const announce = this.s.status === 'running' || this.s.status === 'halt' || this.s.status === 'wait_format';
     if (foreign.length && announce && this.nodes[0]?.member === this.member) {
       // new group members may be another side of a healed split (or of groups that formed apart and
@@ -232,7 +251,7 @@ export class Membership {
 
   /** Whether a halted node should leave its side for the one that announced itself from `from`. */
   private shouldJoinSide(from: string, msg: Extract<GroupMsg, { t: 'present' }>): boolean {
-    if (this.nodes.some((n) => n.member === from)) return false;
+    if (this.isNode(from)) return false;
     // of two sides alike, the younger one joins the older one (group order is the same everywhere)
     const order = (m: string) => this.groupMembers.indexOf(m);
     const older = order(from) >= 0 && order(from) < order(this.nodes[0].member);
@@ -258,7 +277,7 @@ export class Membership {
     // refused (by their master, below), and an older member without the key keeps us waiting.
     this.foreign.add(from);
     if (!this.accepted || this.nodes[0]?.member !== this.member) return;
-    if (this.nodes.some((n) => n.member === from) || this.refusedForeign.has(from)) return;
+    if (this.isNode(from) || this.refusedForeign.has(from)) return;
     this.refusedForeign.add(from);
     const reason = `wrong cluster key: ${why}`;
     this.s.log.warn({ member: from, reason }, 'join refused');
@@ -316,9 +335,8 @@ export class Membership {
         this.joiners.delete(msg.to);
         // only our side's master speaks for us (another side may coexist in the group after a split)
         if (from !== this.nodes[0]?.member) return;
-        if (msg.to !== this.member && !this.nodes.some((n) => n.member === msg.to)) {
-          this.nodes.push({ member: msg.to, info: msg.node, storeEpoch: msg.storeEpoch });
-          this.nodesChanged();
+        if (msg.to !== this.member && !this.isNode(msg.to)) {
+          this.addNode({ member: msg.to, info: msg.node, storeEpoch: msg.storeEpoch });
           this.s.log.info({ node: msg.node.nid }, 'node joined the cluster');
           await this.membershipChanged();
         }
@@ -340,8 +358,7 @@ export class Membership {
   /** The first sheep of a cluster starts from its own store. */
   private async found(): Promise<void> {
     this.accepted = true;
-    this.nodes = [{ member: this.member, info: this.s.me, storeEpoch: this.s.config ? this.s.epoch : 0 }];
-    this.nodesChanged();
+    this.setNodes([{ member: this.member, info: this.s.me, storeEpoch: this.s.config ? this.s.epoch : 0 }]);
     // a formatted cluster that restarts waits for the nodes of its last epoch
     if (this.s.config) this.s.status = 'wait_join';
     this.s.log.info({ formatted: !!this.s.config, epoch: this.s.epoch }, 'this node founds the cluster');
@@ -364,7 +381,7 @@ export class Membership {
 
   /** The oldest sheep answers join requests: state transfer, or a refusal with the reason. */
   private async answerJoin(from: string, msg: Extract<GroupMsg, { t: 'join' }>): Promise<void> {
-    if (this.nodes[0]?.member !== this.member || this.nodes.some((n) => n.member === from)) return;
+    if (this.nodes[0]?.member !== this.member || this.isNode(from)) return;
     if (this.s.status === 'halt' && this.unknownGroupMembers().length) {
       // another side of a split may be in the group too: only one side may take the node in. The
       // sides sort that out first (present), then the merged side answers the repeated join.
@@ -392,8 +409,7 @@ export class Membership {
 
   /** Group members that are neither accepted, joining nor foreign (another side of a split). */
   private unknownGroupMembers(): string[] {
-    const known = new Set(this.nodes.map((n) => n.member));
-    return this.groupMembers.filter((m) => m !== this.member && !this.joiners.has(m) && !this.foreign.has(m) && !known.has(m));
+    return this.groupMembers.filter((m) => m !== this.member && !this.joiners.has(m) && !this.foreign.has(m) && !this.isNode(m));
   }
 
   /** Our welcome: take over the cluster's state, replay what happened since, then count ourselves in. */
@@ -406,11 +422,9 @@ export class Membership {
     } else {
       await this.adopt(snap);
     }
-    this.nodes = [...snap.nodes];
-    this.nodesChanged();
+    this.setNodes([...snap.nodes]);
     await this.acceptAndReplay();
-    this.nodes.push({ member: this.member, info: this.s.me, storeEpoch: msg.storeEpoch });
-    this.nodesChanged();
+    this.addNode({ member: this.member, info: this.s.me, storeEpoch: msg.storeEpoch });
     this.s.log.info({ nodes: this.nodes.map((n) => n.info.nid), epoch: this.s.epoch, status: this.s.status }, 'joined the cluster');
     await this.membershipChanged();
     if (this.s.config) await this.s.persist('vdi-state', () => saveVdiState(this.s.dir, this.s.vdis.exportState()));
@@ -566,7 +580,9 @@ export class Membership {
     this.s.epoch = epoch;
     // members' node objects are replaced, never changed, except this node's own (`me` changes in
     // place with a weight change): the record gets its own copy of that one
-    const nodes = this.members.map((n) => (n === this.s.me ? { ...n } : n));
+    const nodes = this.members.slice();
+    const mine = nodes.indexOf(this.s.me);
+    if (mine >= 0) nodes[mine] = { ...this.s.me };
     await this.s.persist('epoch log', () => this.s.epochLog.append({ epoch, time: Date.now(), nodes }));
     // the whole list only where it reads as one line; a large cluster logs the count (the epoch log has the list)
     this.s.log.info({ epoch, nodes: nodes.length <= LOGGED_NODES ? nodes.map((n) => n.nid) : nodes.length }, 'epoch changed');

@@ -1,6 +1,7 @@
 // `npm run sim`: simulated clusters of 10, 100 and 1,000 sheep running the real membership, epoch
 // and placement code in one process (test/sim/), and one table of what a membership change costs.
-// SIM_SIZES=10,100 picks the sizes; SIM_OBJECTS the object count for the placement rows (10^6).
+// SIM_SIZES=10,100 picks the sizes; SIM_OBJECTS the object count for the placement rows (10^6);
+// SIM_RECORDINGS=DIR keeps the recordings of the members measured alone (solo.ts), to profile them.
 
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -26,6 +27,8 @@ interface Figures {
   welcomeAfterStorms: number;
   /** one member measured in a process of its own: a typical member, the master (oldest), the joiner */
   alone: { member: Alone; master: Alone; joiner: number };
+  /** the same, replayed again after SOLO_ROUNDS - 1 replays in the same process (the JIT warm) */
+  warm: { member: Alone; master: Alone; joiner: number };
   place: Placement;
   agree: string;
 }
@@ -38,6 +41,12 @@ const STORM = 50;
  */
 const SOLO_PAIRS = 10;
 const SOLO_WARM = 5;
+/**
+ * Replays of each recording in the child: the last runs its changes with code the earlier ones
+ * warmed up, as a sheep that has been through that many changes before (a long-running sheep of a
+ * large cluster sees a change whenever a machine fails or is added; the JIT keeps what it compiled).
+ */
+const SOLO_ROUNDS = 3;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -69,13 +78,18 @@ async function runSize(n: number, objects: number): Promise<Figures> {
       await solo.change('leave', () => c.leave(1));
     }
     c.bus.tap = null;
-    const [master, member, joiner] = await Promise.all([...solo.recs.values()].map((r) => measureAlone(r, dir)));
-    const alone = (f: typeof master): Alone => {
-      const of = (name: string) => median(f.changes.filter((x) => x.name === name).slice(SOLO_WARM).map((x) => x.cpuMs + x.ringMs));
+    // one child at a time: two children measuring at once on two cores would share them with the parent
+    const runs: Array<Awaited<ReturnType<typeof measureAlone>>> = [];
+    for (const r of solo.recs.values()) runs.push(await measureAlone(r, dir, SOLO_ROUNDS));
+    const alone = (f: (typeof runs)[0][0], skip: number): Alone => {
+      const of = (name: string) => median(f.changes.filter((x) => x.name === name).slice(skip).map((x) => x.cpuMs + x.ringMs));
       return { join: of('join'), leave: of('leave') };
     };
+    const first = (f: (typeof runs)[0][0]) => f.changes[0].cpuMs + f.changes[0].ringMs;
     // the joiner is a new sheep: its one change is its first (cold, as for a real new sheep)
-    const aloneFigures = { master: alone(master), member: alone(member), joiner: joiner.changes[0].cpuMs + joiner.changes[0].ringMs };
+    const aloneFigures = { master: alone(runs[0][0], SOLO_WARM), member: alone(runs[1][0], SOLO_WARM), joiner: first(runs[2][0]) };
+    const last = SOLO_ROUNDS - 1;
+    const warmFigures = { master: alone(runs[0][last], 0), member: alone(runs[1][last], 0), joiner: first(runs[2][last]) };
     solo.recs.clear();
     const joinStorm = await measureChange(c, () => c.join(STORM));
     const leaveStorm = await measureChange(c, () => c.leave(STORM));
@@ -83,7 +97,7 @@ async function runSize(n: number, objects: number): Promise<Figures> {
     const again = await measureChange(c, () => c.join(1));
     const agree = c.disagreement() ?? 'yes';
     process.stderr.write(`sim: ${n} nodes done (${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
-    return { n, bootS, memPerNode, join, leave, joinStorm, leaveStorm, welcomeAfterStorms: again.largest, alone: aloneFigures, place: placementFigures(n, objects), agree };
+    return { n, bootS, memPerNode, join, leave, joinStorm, leaveStorm, welcomeAfterStorms: again.largest, alone: aloneFigures, warm: warmFigures, place: placementFigures(n, objects), agree };
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
@@ -103,11 +117,15 @@ function table(rows: Figures[]): string {
     ['one join: ring update, all members (max)', (f) => `${ms(f.join.ringSumMs)} (${ms(f.join.ringMaxMs)})`],
     ['one join: one member alone, CPU + ring (master; joiner)', (f) => `${ms(f.alone.member.join)} (${ms(f.alone.master.join)}; ${ms(f.alone.joiner)})`],
     ['one join: all members, each alone (from the three)', (f) => ms(f.alone.master.join + f.alone.joiner + (f.n - 1) * f.alone.member.join)],
+    [`one join: one member alone, warm (replay ${SOLO_ROUNDS}) (master; joiner)`, (f) => `${ms(f.warm.member.join)} (${ms(f.warm.master.join)}; ${ms(f.warm.joiner)})`],
+    ['one join: all members, each alone and warm', (f) => ms(f.warm.master.join + f.warm.joiner + (f.n - 1) * f.warm.member.join)],
     ['one leave: messages / bytes delivered', (f) => `${f.leave.messages} / ${kb(f.leave.bytesDelivered)}`],
     ['one leave: CPU, all members (max one member)', (f) => `${ms(f.leave.cpuSumMs)} (${ms(f.leave.cpuMaxMs)})`],
     ['one leave: ring update, all members (max)', (f) => `${ms(f.leave.ringSumMs)} (${ms(f.leave.ringMaxMs)})`],
     ['one leave: one member alone, CPU + ring (master)', (f) => `${ms(f.alone.member.leave)} (${ms(f.alone.master.leave)})`],
     ['one leave: all members, each alone (from the two)', (f) => ms(f.alone.master.leave + (f.n - 1) * f.alone.member.leave)],
+    [`one leave: one member alone, warm (replay ${SOLO_ROUNDS}) (master)`, (f) => `${ms(f.warm.member.leave)} (${ms(f.warm.master.leave)})`],
+    ['one leave: all members, each alone and warm', (f) => ms(f.warm.master.leave + (f.n - 1) * f.warm.member.leave)],
     [`join storm (${STORM} at once): epochs / messages`, (f) => `${f.joinStorm.epochs} / ${f.joinStorm.messages}`],
     [`join storm: bytes delivered`, (f) => kb(f.joinStorm.bytesDelivered)],
     [`join storm: CPU, all members (max one member)`, (f) => `${ms(f.joinStorm.cpuSumMs)} (${ms(f.joinStorm.cpuMaxMs)})`],

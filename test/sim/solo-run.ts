@@ -1,8 +1,14 @@
 // The child of measureAlone (solo.ts): one simulated member in a process of its own, fed the events
 // it received in the simulation, one at a time as the bus hands them (each applied before the next),
-// printing the CPU of each measured change as JSON. Argument: the recording, the store directory.
+// printing the CPU of each measured change as JSON. Arguments: the recording, the store directory,
+// and how many times to replay it (default 1): each replay goes to a fresh System (its own store)
+// in the same process, so the later ones run with the JIT warmed by the earlier ones, as a sheep
+// that has been through as many changes before; every replay's figures are printed.
+// SOLO_CPU_PROFILE=FILE writes a CPU profile (.cpuprofile, 50 µs samples) of the last replay's
+// measured changes only.
 
 import fs from 'node:fs/promises';
+import { Session } from 'node:inspector/promises';
 import pino from 'pino';
 import { unpack } from 'msgpackr';
 import type { GroupDriver, GroupEvents } from '../../sheep/cluster/driver.js';
@@ -28,11 +34,8 @@ const cpuMs = (since: NodeJS.CpuUsage): number => {
   return (d.user + d.system) / 1000;
 };
 
-async function main(): Promise<void> {
-  const [file, dir] = process.argv.slice(2);
-  const rec = unpack(await fs.readFile(file)) as Recording;
-  // messages as the Buffers the bus carried (before anything is measured)
-  for (const e of rec.events) if (e.t === 'deliver' && !Buffer.isBuffer(e.msg)) e.msg = Buffer.from((e.msg as Uint8Array).buffer, (e.msg as Uint8Array).byteOffset, (e.msg as Uint8Array).length);
+/** One replay of `rec` into a fresh System stored in `dir`. */
+async function replay(rec: Recording, dir: string, profileTo?: string): Promise<SoloFigures> {
   await simStore(dir, rec.config, rec.seed);
   // as in the simulation: an info-level logger writing to /dev/null
   const log = pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: false, minLength: 8192 }));
@@ -51,6 +54,13 @@ async function main(): Promise<void> {
   await quiet();
   sys.gateway.targets(1n);
   const out: SoloFigures = { changes: [], epoch: 0, members: [] };
+  const inspector = profileTo ? new Session() : null;
+  if (inspector) {
+    inspector.connect();
+    await inspector.post('Profiler.enable');
+    await inspector.post('Profiler.setSamplingInterval', { interval: 50 });
+    await inspector.post('Profiler.start');
+  }
   let next = rec.boot;
   for (const c of rec.changes) {
     for (; next < c.from; next++) await deliver(next);
@@ -62,10 +72,28 @@ async function main(): Promise<void> {
     out.changes.push({ name: c.name, cpuMs: cpu, ringMs: cpuMs(r) });
     await quiet();
   }
+  if (inspector) {
+    const { profile } = await inspector.post('Profiler.stop');
+    await fs.writeFile(profileTo!, JSON.stringify(profile));
+    inspector.disconnect();
+  }
   out.epoch = sys.epoch;
   out.members = sys.members.map((n) => n.nid);
   await fs.rm(dir, { recursive: true, force: true });
-  process.stdout.write(JSON.stringify(out) + '\n');
+  return out;
+}
+
+async function main(): Promise<void> {
+  const [file, dir, times] = process.argv.slice(2);
+  const rec = unpack(await fs.readFile(file)) as Recording;
+  // messages as the Buffers the bus carried (before anything is measured)
+  for (const e of rec.events) if (e.t === 'deliver' && !Buffer.isBuffer(e.msg)) e.msg = Buffer.from((e.msg as Uint8Array).buffer, (e.msg as Uint8Array).byteOffset, (e.msg as Uint8Array).length);
+  const rounds = Math.max(1, Number(times ?? 1));
+  const out: SoloFigures[] = [];
+  for (let i = 0; i < rounds; i++) out.push(await replay(rec, `${dir}-${i}`, i === rounds - 1 ? process.env.SOLO_CPU_PROFILE : undefined));
+  // a pipe is written asynchronously: exit only once the figures are out (at 1,000 nodes they are
+  // past the pipe's 64 KiB)
+  await new Promise<void>((resolve, reject) => process.stdout.write(JSON.stringify(out) + '\n', (e) => (e ? reject(e) : resolve())));
 }
 
 main().then(() => process.exit(0), (e) => {

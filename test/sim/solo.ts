@@ -67,21 +67,29 @@ export class SoloRecorder {
   }
 }
 
-/** Replays a recording in a child process (node --expose-gc, like the simulation) and returns its figures. */
-export async function measureAlone(rec: Recording, dir: string): Promise<SoloFigures> {
+/**
+ * Replays a recording `rounds` times in a child process (node --expose-gc, like the simulation), each
+ * into a fresh System, and returns each round's figures: the first runs cold, the later ones with the
+ * JIT warmed by the earlier rounds (solo-run.ts).
+ */
+export async function measureAlone(rec: Recording, dir: string, rounds = 1): Promise<SoloFigures[]> {
   const file = path.join(dir, `solo-${rec.info.zone}.rec`);
   await fs.writeFile(file, pack(rec));
   const script = fileURLToPath(new URL('./solo-run.js', import.meta.url));
   try {
     const out = await new Promise<string>((resolve, reject) => {
-      const child = spawn(process.execPath, ['--expose-gc', script, file, path.join(dir, `solo-${rec.info.zone}`)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(process.execPath, ['--expose-gc', script, file, path.join(dir, `solo-${rec.info.zone}`), String(rounds)], { stdio: ['ignore', 'pipe', 'inherit'] });
       let text = '';
       child.stdout.on('data', (d: Buffer) => { text += d.toString(); });
       child.on('error', reject);
       child.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`solo member replay exited with ${code}`))));
     });
-    return JSON.parse(out) as SoloFigures;
+    return JSON.parse(out) as SoloFigures[];
   } finally {
+    // SIM_RECORDINGS=DIR keeps each recording, to replay (and profile) one member again:
+    // [SOLO_CPU_PROFILE=OUT] node dist/test/sim/solo-run.js FILE STOREDIR [ROUNDS]
+    const keep = process.env.SIM_RECORDINGS;
+    if (keep) await fs.mkdir(keep, { recursive: true }).then(() => fs.copyFile(file, path.join(keep, path.basename(file))));
     await fs.rm(file, { force: true });
   }
 }
