@@ -58,6 +58,8 @@ export const Op = {
   GET_RECOVERY_THROTTLE: 0xc3,
   // ours: sha256 of an object's content on this node's store (recovery keeps a current set-aside copy)
   GET_HASH_PEER: 0xc4,
+  // ours: the cluster state the master offered a joiner in its welcome (membership.ts), fetched by the joiner
+  GET_SNAPSHOT: 0xc5,
   // ours in number: the original's SD_OP_ALTER_VDI_COPY is 0xC0, which is our LOCK_LIST; changes a VDI's
   // copy count (a cluster decision) and gives its objects that many copies (`collie vdi alter-copy`)
   ALTER_VDI_COPY: 0xc8,

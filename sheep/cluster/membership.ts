@@ -15,6 +15,12 @@ import { saveVdiState, type ClusterState } from './state.js';
 /** Epoch changes log their node list up to this many nodes, the count beyond. */
 const LOGGED_NODES = 32;
 
+/** How long the master keeps the state it offered a joiner, for the joiner to fetch. */
+const OFFER_TTL_MS = 5 * 60_000;
+/** A joiner fetching its state retries this long (the master may not listen yet: it just started). */
+const FETCH_FOR_MS = 20_000;
+const FETCH_PAUSE_MS = 250;
+
 /** How long a refusal sent in clear waits for a sealed welcome before it is believed. */
 const CLEAR_REJECT_GRACE_MS = 3000;
 
@@ -55,6 +61,12 @@ export class Membership {
   private readonly foreign = new Set<string>();
   /** group members refused for a wrong cluster key (answered once) */
   private readonly refusedForeign = new Set<string>();
+  /** as master: the packed state each joiner was welcomed with, until it fetched it (or left, or OFFER_TTL_MS) */
+  private readonly offers = new Map<string, { bytes: Uint8Array; timer: NodeJS.Timeout }>();
+  /** set by the owner: fetches the state `master` offered this node (member id `member`) in its welcome */
+  fetchSnapshot: (master: NodeInfo, member: string) => Promise<Uint8Array> = async () => {
+    throw new Error('no way to reach the master');
+  };
   /** waiters for the next membership change (the gateway retries after one) */
   private epochWaiters: Array<() => void> = [];
   /** told after every membership change (the gateway drops links to nodes that left) */
@@ -108,6 +120,7 @@ export class Membership {
     this.setNodes([]);
     this.groupMembers = [];
     this.joiners.clear();
+    for (const m of [...this.offers.keys()]) this.withdraw(m);
     this.older.clear();
     this.foreign.clear();
     this.refusedForeign.clear();
@@ -182,6 +195,7 @@ export class Membership {
     for (const m of left) this.foreign.delete(m);
     for (const m of left) this.older.delete(m);
     for (const m of left) this.joiners.delete(m);
+    for (const m of left) this.withdraw(m);
     if (!this.accepted) {
       if (this.rejoining && this.rejoinTarget && left.includes(this.rejoinTarget)) {
         // the side we asked to take us back went away before answering: stay what we were
@@ -403,8 +417,41 @@ export class Membership {
     }
     // the joiner gets our record of its last epoch (to check its history is ours) and the latest
     const snapshot = await this.snapshot(() => this.s.epochLog.forNodeAt(msg.epoch));
-    const welcome: GroupMsg = { t: 'welcome', to: from, node: msg.node, storeEpoch: msg.epoch, snapshot: packSnapshot(snapshot) };
+    this.offer(from, packSnapshot(snapshot));
+    const welcome: GroupMsg = { t: 'welcome', to: from, node: msg.node, storeEpoch: msg.epoch, master: this.s.me };
     await this.group.mcast(this.codec.encode(welcome));
+  }
+
+  /** The state offered to joiner `member` (GET_SNAPSHOT), or null. */
+  snapshotOffer(member: string): Uint8Array | null {
+    return this.offers.get(member)?.bytes ?? null;
+  }
+
+  private offer(member: string, bytes: Uint8Array): void {
+    this.withdraw(member);
+    const timer = setTimeout(() => this.offers.delete(member), OFFER_TTL_MS);
+    timer.unref?.();
+    this.offers.set(member, { bytes, timer });
+  }
+
+  private withdraw(member: string): void {
+    const o = this.offers.get(member);
+    if (!o) return;
+    clearTimeout(o.timer);
+    this.offers.delete(member);
+  }
+
+  /** Fetches the state our welcome's master offered us, retrying while it may be starting up. */
+  private async fetchOffered(master: NodeInfo): Promise<Uint8Array> {
+    const until = Date.now() + FETCH_FOR_MS;
+    for (;;) {
+      try {
+        return await this.fetchSnapshot(master, this.member);
+      } catch (e) {
+        if (Date.now() > until) throw e;
+        await new Promise((r) => setTimeout(r, FETCH_PAUSE_MS));
+      }
+    }
   }
 
   /** Group members that are neither accepted, joining nor foreign (another side of a split). */
@@ -414,7 +461,21 @@ export class Membership {
 
   /** Our welcome: take over the cluster's state, replay what happened since, then count ourselves in. */
   private async welcomed(msg: Extract<GroupMsg, { t: 'welcome' }>): Promise<void> {
-    const snap = unpackSnapshot(msg.snapshot);
+    let packed = msg.snapshot;
+    if (!packed) {
+      try {
+        packed = await this.fetchOffered(msg.master);
+      } catch (e) {
+        // every member counts this node in from the welcome on: without the state it cannot be one.
+        // It stops (its leaving is a membership change like any); restarted, it joins anew
+        const why = `could not fetch the cluster state from the master ${msg.master.nid}: ${(e as Error).message}`;
+        this.s.log.fatal({ master: msg.master.nid }, why);
+        this.joinedReject(new Error(why));
+        this.group.onLost(why);
+        return;
+      }
+    }
+    const snap = unpackSnapshot(packed);
     if (snap.status === 'wait_join') {
       // the cluster is restarting: keep our own history until the newest one is chosen (resume)
       this.s.status = 'wait_join';

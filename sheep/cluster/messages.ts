@@ -37,8 +37,12 @@ export type ClusterOp =
 /** What sheep say to each other through the cluster driver, in one total order. */
 export type GroupMsg =
   | { t: 'join'; node: NodeInfo; ctime: number; epoch: number }
-  /** snapshot: a packed ClusterSnapshot (packSnapshot): every member receives the welcome, only `to` unpacks it */
-  | { t: 'welcome'; to: string; node: NodeInfo; storeEpoch: number; snapshot: Uint8Array }
+  /**
+   * The joiner `to` takes the cluster state from `master` point to point (GET_SNAPSHOT): every member
+   * receives the welcome, and a snapshot in it (O(nodes) bytes to each of N members) made every join
+   * cost O(N^2) bytes; `snapshot` inline is still read, from sheep that sent it so.
+   */
+  | { t: 'welcome'; to: string; node: NodeInfo; storeEpoch: number; master: NodeInfo; snapshot?: Uint8Array }
   | { t: 'reject'; to: string; reason: string }
   | { t: 'op'; seq: number; op: ClusterOp }
   /** a side of the cluster announces itself to new group members (a halted side rejoins another) */
@@ -65,10 +69,7 @@ export interface ClusterSnapshot {
   autoRecovery: boolean;
 }
 
-/**
- * The snapshot in a welcome travels packed apart: all members receive the welcome (a broadcast), and
- * unpacking its O(nodes) state at every one of them made each join cost O(nodes^2) there.
- */
+/** A joiner's snapshot travels packed, apart from the welcome (the master offers it, GET_SNAPSHOT). */
 export function packSnapshot(s: ClusterSnapshot): Uint8Array {
   return pack(s);
 }

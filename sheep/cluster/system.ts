@@ -4,7 +4,7 @@
 
 import { oidKind, oidToVid, vidToVdiOid } from '../../lib/oid.js';
 import { policyOf } from '../../lib/erasure-layout.js';
-import { Res, SdError } from '../../lib/proto.js';
+import { Flag, Op, Res, SdError, encodePlainReq, resultName } from '../../lib/proto.js';
 import { SD_INODE_HEADER_SIZE, decodeInodeHeader, makeCtime } from '../../lib/inode.js';
 import type { NodeInfo } from '../../lib/node.js';
 import type { ObjectStore } from '../store/store.js';
@@ -23,7 +23,7 @@ import { Decisions } from './decisions.js';
 import { GroupCodec } from './group-codec.js';
 import type { ClusterOp } from './messages.js';
 import type { GroupDriver } from './driver.js';
-import type { PeerAuth } from '../replication/peer-connect.js';
+import { connectPeer, type PeerAuth } from '../replication/peer-connect.js';
 
 export type { Status } from './state.js';
 
@@ -92,6 +92,7 @@ export class System {
     this.membership = new Membership(this.state, group, codec, (from, msg) => this.decisions.applyOp(from, msg));
     this.decisions = new Decisions(this.state, group, codec, this.membership);
     this.membership.onChanged = () => this.gateway.membersChanged();
+    this.membership.fetchSnapshot = (master, member) => this.fetchSnapshot(master, member);
     group.onSuspended = (down, why) => {
       this.driverDown = down ? why : null;
       if (down) this.log.error({ why }, 'client I/O halted until the cluster driver is back');
@@ -128,6 +129,28 @@ export class System {
     this.updateSuspended();
     this.log.warn({ epoch: this.epoch, status: this.status }, 'joined the cluster again: client I/O resumes');
   }
+
+  /** The cluster state this node, as master, offered joiner `member` (GET_SNAPSHOT), or null. */
+  snapshotOffer(member: string): Uint8Array | null {
+    return this.membership.snapshotOffer(member);
+  }
+
+  /**
+   * Fetches from `master` the state it offered this node (group member id `member`) in its welcome,
+   * over a peer connection (the simulation, which has no network, replaces it).
+   */
+  fetchSnapshot = async (master: NodeInfo, member: string): Promise<Uint8Array> => {
+    const c = await connectPeer(master, this.peerAuth, 5000);
+    try {
+      const name = Buffer.from(member, 'utf8');
+      const h = encodePlainReq({ protoVer: 0, opcode: Op.GET_SNAPSHOT, flags: Flag.CMD_WRITE, epoch: 0, id: 0, dataLength: name.length });
+      const { rsp, data } = await c.send(h, name);
+      if (rsp.result !== Res.SUCCESS) throw new SdError(rsp.result, `the master answered ${resultName(rsp.result)}`);
+      return data;
+    } finally {
+      c.close();
+    }
+  };
 
   /** Loads this node's store, joins the group and resolves once this node is part of the cluster. */
   async start(): Promise<void> {

@@ -243,6 +243,20 @@ async function getObjList(sys: System, req: OpRequest): Promise<OpReply> {
   return { data: packObjList(await (stale ? staleList(sys.store) : localList(sys.store))) };
 }
 
+/** A group member id is a node address and a process id: anything longer is not one. */
+const MAX_MEMBER_ID = 256;
+
+/**
+ * GET_SNAPSHOT: the cluster state this node, as master, offered a joiner in its welcome; the payload
+ * names the joiner's group member id. Only a welcomed joiner has one, for a few minutes at most.
+ */
+async function getSnapshot(sys: System, req: OpRequest): Promise<OpReply> {
+  if (!req.data.length || req.data.length > MAX_MEMBER_ID) throw new SdError(Res.INVALID_PARMS, 'GET_SNAPSHOT names a joiner\'s group member id');
+  const bytes = sys.snapshotOffer(req.data.toString('utf8'));
+  if (!bytes) throw new SdError(Res.NO_OBJ, 'no cluster state offered to that member');
+  return { data: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) };
+}
+
 async function statRecovery(sys: System): Promise<OpReply> {
   return reply(sys.recovery.status);
 }
@@ -648,6 +662,7 @@ export const OPS: ReadonlyMap<number, OpDef> = new Map<number, OpDef>([
   [Op.FLUSH_PEER,             op('FLUSH_PEER',            'peer',    'peer',   flushPeer)],
   [Op.GET_OBJ_LIST,           op('GET_OBJ_LIST',          'peer',    'peer',   getObjList)],
   [Op.GET_HASH_PEER,          op('GET_HASH_PEER',         'peer',    'peer',   hashPeer)],
+  [Op.GET_SNAPSHOT,           op('GET_SNAPSHOT',          'local',   'peer',   getSnapshot, false)],
   [Op.MAKE_FS,                op('MAKE_FS',               'cluster', 'admin',  makeFs, false)],
   [Op.SHUTDOWN,               op('SHUTDOWN',              'cluster', 'admin',  shutdown, false)],
   [Op.FORCE_RECOVER,          op('FORCE_RECOVER',         'cluster', 'admin',  forceRecover, false)],

@@ -46,7 +46,7 @@ const SOLO_WARM = 5;
  * warmed up, as a sheep that has been through that many changes before (a long-running sheep of a
  * large cluster sees a change whenever a machine fails or is added; the JIT keeps what it compiled).
  */
-const SOLO_ROUNDS = 3;
+const SOLO_ROUNDS = 6;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -78,6 +78,7 @@ async function runSize(n: number, objects: number): Promise<Figures> {
       await solo.change('leave', () => c.leave(1));
     }
     c.bus.tap = null;
+    c.bus.fetchTap = null;
     // one child at a time: two children measuring at once on two cores would share them with the parent
     const runs: Array<Awaited<ReturnType<typeof measureAlone>>> = [];
     for (const r of solo.recs.values()) runs.push(await measureAlone(r, dir, SOLO_ROUNDS));
@@ -97,7 +98,7 @@ async function runSize(n: number, objects: number): Promise<Figures> {
     const again = await measureChange(c, () => c.join(1));
     const agree = c.disagreement() ?? 'yes';
     process.stderr.write(`sim: ${n} nodes done (${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
-    return { n, bootS, memPerNode, join, leave, joinStorm, leaveStorm, welcomeAfterStorms: again.largest, alone: aloneFigures, warm: warmFigures, place: placementFigures(n, objects), agree };
+    return { n, bootS, memPerNode, join, leave, joinStorm, leaveStorm, welcomeAfterStorms: again.fetchedBytes, alone: aloneFigures, warm: warmFigures, place: placementFigures(n, objects), agree };
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
@@ -112,7 +113,8 @@ function table(rows: Figures[]): string {
   const lines: Array<[string, (f: Figures) => string]> = [
     ['one join: messages / bytes sent', (f) => `${f.join.messages} / ${kb(f.join.bytesSent)}`],
     ['one join: bytes delivered (size x receivers)', (f) => kb(f.join.bytesDelivered)],
-    ['one join: largest message (the welcome)', (f) => kb(f.join.largest)],
+    ['one join: largest message', (f) => kb(f.join.largest)],
+    ['one join: state the joiner fetches from the master', (f) => kb(f.join.fetchedBytes)],
     ['one join: CPU, all members (max one member)', (f) => `${ms(f.join.cpuSumMs)} (${ms(f.join.cpuMaxMs)})`],
     ['one join: ring update, all members (max)', (f) => `${ms(f.join.ringSumMs)} (${ms(f.join.ringMaxMs)})`],
     ['one join: one member alone, CPU + ring (master; joiner)', (f) => `${ms(f.alone.member.join)} (${ms(f.alone.master.join)}; ${ms(f.alone.joiner)})`],
@@ -127,12 +129,12 @@ function table(rows: Figures[]): string {
     [`one leave: one member alone, warm (replay ${SOLO_ROUNDS}) (master)`, (f) => `${ms(f.warm.member.leave)} (${ms(f.warm.master.leave)})`],
     ['one leave: all members, each alone and warm', (f) => ms(f.warm.master.leave + (f.n - 1) * f.warm.member.leave)],
     [`join storm (${STORM} at once): epochs / messages`, (f) => `${f.joinStorm.epochs} / ${f.joinStorm.messages}`],
-    [`join storm: bytes delivered`, (f) => kb(f.joinStorm.bytesDelivered)],
+    [`join storm: bytes delivered (+ states fetched)`, (f) => `${kb(f.joinStorm.bytesDelivered)} (+ ${kb(f.joinStorm.fetchedBytes)})`],
     [`join storm: CPU, all members (max one member)`, (f) => `${ms(f.joinStorm.cpuSumMs)} (${ms(f.joinStorm.cpuMaxMs)})`],
     [`join storm: ring update, all members`, (f) => ms(f.joinStorm.ringSumMs)],
     [`leave storm (${STORM} at once): epochs / messages`, (f) => `${f.leaveStorm.epochs} / ${f.leaveStorm.messages}`],
     [`leave storm: CPU, all members (max one member)`, (f) => `${ms(f.leaveStorm.cpuSumMs)} (${ms(f.leaveStorm.cpuMaxMs)})`],
-    ['welcome after the storms (history grew)', (f) => kb(f.welcomeAfterStorms)],
+    ['state a joiner fetches after the storms (history grew)', (f) => kb(f.welcomeAfterStorms)],
     ['cluster state per node (heap + rings, after GC)', (f) => kb(f.memPerNode)],
     ['all members agree (members, epoch, running)', (f) => f.agree],
     ['ring balance: max/mean copies per node', (f) => f.place.maxOverMean.toFixed(3)],

@@ -12,8 +12,10 @@ export interface ChangeCost {
   messages: number;
   bytesSent: number;
   bytesDelivered: number;
-  /** the largest message (a welcome) */
+  /** the largest message multicast */
   largest: number;
+  /** joiners' state fetched from the master point to point (not through the group) */
+  fetchedBytes: number;
   /** CPU ms of the membership protocol, summed over the members, and the most one member spent */
   cpuSumMs: number;
   cpuMaxMs: number;
@@ -52,6 +54,7 @@ export async function measureChange(c: SimCluster, change: () => Promise<void>):
     bytesSent: k.bytesSent,
     bytesDelivered: k.bytesDelivered,
     largest: k.largest,
+    fetchedBytes: k.fetchedBytes,
     cpuSumMs: sum(cpu),
     cpuMaxMs: max(cpu),
     ringSumMs: sum(ring),

@@ -5,7 +5,9 @@
 //   - Recovery.start(): it would list and copy objects from peers over the network; it is a no-op
 //     (Recovery.setAsideReowned runs for real and finds no objects to set aside);
 //   - the gateway's peer links are never opened (no object requests are made); its ring is real and
-//     is brought up to date after each change as the first request would (placement()).
+//     is brought up to date after each change as the first request would (placement());
+//   - a joiner fetches the state its master offered (GET_SNAPSHOT) by a call to the master's System
+//     instead of a peer connection (the bytes are counted: SimBus.fetched).
 // Epoch logs and vdi-state are written for real (fsync included) under the given directory.
 
 import fs from 'node:fs/promises';
@@ -84,6 +86,8 @@ export class SimCluster {
   nodes: SimNode[] = [];
   private next = 0;
   private readonly log: Logger;
+  /** every node made, by nid: a joiner's master is looked up here */
+  private readonly byNid = new Map<string, System>();
   readonly config: ClusterConfig = { formatVersion: STORE_FORMAT_VERSION, ctime: Date.now(), copies: 3, copyPolicy: 0, blockSizeShift: 22, lock: false };
 
   /** `dir`: where the nodes' stores go; `logLevel`: as a sheep's (info by default: the cost of logging counts) */
@@ -98,6 +102,13 @@ export class SimCluster {
     await simStore(dir, seed ? this.config : null, seed ?? []);
     const group = new SimGroup(this.bus, simMemberId(info));
     const sys = simSystem(dir, info, group, this.log);
+    this.byNid.set(info.nid, sys);
+    sys.fetchSnapshot = async (master, member) => {
+      const bytes = this.byNid.get(master.nid)?.snapshotOffer(member);
+      if (!bytes) throw new Error(`${master.nid} offers no state to ${member}`);
+      this.bus.fetched(member, bytes);
+      return bytes;
+    };
     group.applied = () => sys.clusterEventsApplied();
     const joined = sys.start();
     joined.catch(() => undefined);
@@ -136,6 +147,7 @@ export class SimCluster {
   async leave(count: number): Promise<void> {
     const from = Math.max(1, Math.floor(this.nodes.length / 2) - Math.floor(count / 2));
     const gone = this.nodes.splice(from, count);
+    for (const g of gone) this.byNid.delete(g.info.nid);
     this.bus.leave(gone.map((x) => x.group.id));
     await this.bus.settle();
   }

@@ -10,8 +10,11 @@ export interface BusCounters {
   bytesSent: number;
   bytesDelivered: number;
   confchgs: number;
-  /** the largest message (a welcome carries the cluster state) */
+  /** the largest message multicast */
   largest: number;
+  /** joiners' state fetched from the master point to point (GET_SNAPSHOT): bytes, and how many */
+  fetchedBytes: number;
+  fetches: number;
   /** bytes of the last welcome-sized message by kind: filled by the caller's classifier */
   byKind: Map<string, { count: number; bytes: number }>;
 }
@@ -28,7 +31,7 @@ export type BusEvent =
 export type DeliveryMode = 'all' | 'each';
 
 export function newCounters(): BusCounters {
-  return { mcasts: 0, bytesSent: 0, bytesDelivered: 0, confchgs: 0, largest: 0, byKind: new Map() };
+  return { mcasts: 0, bytesSent: 0, bytesDelivered: 0, confchgs: 0, largest: 0, fetchedBytes: 0, fetches: 0, byKind: new Map() };
 }
 
 export class SimBus {
@@ -44,6 +47,15 @@ export class SimBus {
   onApplied: (member: string, cpuMicros: number) => void = () => undefined;
   /** sees every event handed to a member, with the group's members then (solo.ts records one member's) */
   tap: ((member: string, ev: BusEvent, members: string[]) => void) | null = null;
+  /** sees every state a joiner fetched from its master (solo.ts records the joiner's) */
+  fetchTap: ((member: string, bytes: Uint8Array) => void) | null = null;
+
+  /** Counts a state fetched point to point by joiner `member` (it travels outside the group). */
+  fetched(member: string, bytes: Uint8Array): void {
+    this.counters.fetches++;
+    this.counters.fetchedBytes += bytes.length;
+    this.fetchTap?.(member, bytes);
+  }
 
   /** Joins members in one configuration change (a storm when there are many). */
   join(groups: SimGroup[]): void {

@@ -41,6 +41,13 @@ async function replay(rec: Recording, dir: string, profileTo?: string): Promise<
   const log = pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: false, minLength: 8192 }));
   const group = new ReplayGroup(rec.memberId);
   const sys = simSystem(dir, rec.info, group, log);
+  // the states it fetched from its master in the simulation, handed out in the same order
+  let fetches = 0;
+  sys.fetchSnapshot = async () => {
+    const bytes = rec.fetched[fetches++];
+    if (!bytes) throw new Error('the recording has no more fetched states');
+    return bytes;
+  };
   sys.start().catch(() => undefined);
   while (!group.events) await quiet();
   const ev = group.events;

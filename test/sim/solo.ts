@@ -28,6 +28,8 @@ export interface Recording {
   config: ClusterConfig | null;
   seed: NodeInfo[];
   events: RecordedEvent[];
+  /** the states it fetched from its master when welcomed, in order (a joiner's) */
+  fetched: Uint8Array[];
   /** events [from, to) of each measured change; the ring is brought up to date after `boot` and each change */
   boot: number;
   changes: Array<{ name: string; from: number; to: number }>;
@@ -47,7 +49,8 @@ export class SoloRecorder {
 
   /** `members`: whom to record, with the store each starts from (see Recording) */
   constructor(bus: SimBus, members: Array<Pick<Recording, 'memberId' | 'info' | 'config' | 'seed'>>) {
-    for (const m of members) this.recs.set(m.memberId, { ...m, events: [], boot: 0, changes: [] });
+    for (const m of members) this.recs.set(m.memberId, { ...m, events: [], fetched: [], boot: 0, changes: [] });
+    bus.fetchTap = (m, bytes) => { this.recs.get(m)?.fetched.push(bytes); };
     bus.tap = (m, ev, group) => {
       this.recs.get(m)?.events.push(ev.t === 'confchg' ? { t: 'confchg', members: group, joined: ev.joined, left: ev.left } : ev);
     };

@@ -75,6 +75,7 @@ test('a member replayed alone in a process of its own, once or again warm, ends 
     await solo.change('join', () => c.join(1));
     await solo.change('leave', () => c.leave(1));
     c.bus.tap = null;
+    c.bus.fetchTap = null;
     const rounds = await measureAlone([...solo.recs.values()][0], dir, 2);
     assert.equal(rounds.length, 2);
     for (const alone of rounds) {
