@@ -96,6 +96,8 @@ test('without authentication every admin and peer opcode of the attack list is r
       ['SHUTDOWN', plain(Op.SHUTDOWN)],
       ['DISABLE_RECOVER', plain(Op.DISABLE_RECOVER)],
       ['GET_OBJ_LIST', plain(Op.GET_OBJ_LIST)],
+      // the cluster state the master offers a joiner: VDI names and locks
+      ['GET_SNAPSHOT', plain(Op.GET_SNAPSHOT, Buffer.from('127.0.0.1:7000#1')), Buffer.from('127.0.0.1:7000#1')],
       ['STAT_CLUSTER', plain(Op.STAT_CLUSTER)],
       ['WRITE_PEER', peerHeader(Op.WRITE_PEER, inode, 8, true), Buffer.alloc(8)],
       ['CREATE_AND_WRITE_PEER', peerHeader(Op.CREATE_AND_WRITE_PEER, inode, 8, true), Buffer.alloc(8)],

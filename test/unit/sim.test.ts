@@ -43,7 +43,7 @@ test('a storm of 20 nodes joining at once adds one epoch per node and every one 
   });
 });
 
-test('a welcome does not grow with the epoch history', async () => {
+test('the state a joiner fetches does not grow with the epoch history', async () => {
   await withCluster(10, async (c) => {
     const early = await measureChange(c, () => c.join(1));
     for (let i = 0; i < 100; i++) {
@@ -53,7 +53,19 @@ test('a welcome does not grow with the epoch history', async () => {
     const late = await measureChange(c, () => c.join(1));
     assert.ok(c.epoch > 200);
     // one node more in the cluster and a few bytes of larger numbers; not 200 more records
-    assert.ok(late.largest < early.largest * 1.3, `welcome ${late.largest} bytes after 200 epochs, ${early.largest} after 2`);
+    assert.ok(late.fetchedBytes < early.fetchedBytes * 1.3, `state ${late.fetchedBytes} bytes after 200 epochs, ${early.fetchedBytes} after 2`);
+  });
+});
+
+test('only the joiner receives the cluster state: what the group delivers for a join does not grow with the members', async () => {
+  await withCluster(40, async (c) => {
+    const join = await measureChange(c, () => c.join(1));
+    assert.equal(c.disagreement(), null);
+    // the state (40 nodes, their epoch records) goes once, point to point
+    assert.ok(join.fetchedBytes > 40 * 100, `${join.fetchedBytes} bytes fetched`);
+    // a join request, a welcome and a present: small messages, each to every member
+    assert.ok(join.largest < 1024, `largest message ${join.largest} bytes`);
+    assert.ok(join.bytesDelivered < 41 * 3 * 1024, `${join.bytesDelivered} bytes delivered`);
   });
 });
 
