@@ -61,10 +61,16 @@ export class Membership {
   private readonly foreign = new Set<string>();
   /** group members refused for a wrong cluster key (answered once) */
   private readonly refusedForeign = new Set<string>();
-  /** as master: the packed state each joiner was welcomed with, until it fetched it (or left, or OFFER_TTL_MS) */
-  private readonly offers = new Map<string, { bytes: Uint8Array; timer: NodeJS.Timeout }>();
-  /** set by the owner: fetches the state `master` offered this node (member id `member`) in its welcome */
-  fetchSnapshot: (master: NodeInfo, member: string) => Promise<Uint8Array> = async () => {
+  /**
+   * As master: the packed state of each welcome, by offer name, until its joiner left (or
+   * OFFER_TTL_MS). A joiner may be welcomed twice (it asked again when a member left): each welcome
+   * names its own state, taken where its join request fell in the order, which is what the joiner
+   * replays the later events on.
+   */
+  private readonly offers = new Map<string, { member: string; bytes: Uint8Array; timer: NodeJS.Timeout }>();
+  private offerSeq = 0;
+  /** set by the owner: fetches the state `master` offered this node under the name `offer` in its welcome */
+  fetchSnapshot: (master: NodeInfo, offer: string) => Promise<Uint8Array> = async () => {
     throw new Error('no way to reach the master');
   };
   /** waiters for the next membership change (the gateway retries after one) */
@@ -120,7 +126,8 @@ export class Membership {
     this.setNodes([]);
     this.groupMembers = [];
     this.joiners.clear();
-    for (const m of [...this.offers.keys()]) this.withdraw(m);
+    for (const o of this.offers.values()) clearTimeout(o.timer);
+    this.offers.clear();
     this.older.clear();
     this.foreign.clear();
     this.refusedForeign.clear();
@@ -417,36 +424,41 @@ export class Membership {
     }
     // the joiner gets our record of its last epoch (to check its history is ours) and the latest
     const snapshot = await this.snapshot(() => this.s.epochLog.forNodeAt(msg.epoch));
-    this.offer(from, packSnapshot(snapshot));
-    const welcome: GroupMsg = { t: 'welcome', to: from, node: msg.node, storeEpoch: msg.epoch, master: this.s.me };
+    const offer = this.offer(from, packSnapshot(snapshot));
+    const welcome: GroupMsg = { t: 'welcome', to: from, node: msg.node, storeEpoch: msg.epoch, master: this.s.me, offer };
     await this.group.mcast(this.codec.encode(welcome));
   }
 
-  /** The state offered to joiner `member` (GET_SNAPSHOT), or null. */
-  snapshotOffer(member: string): Uint8Array | null {
-    return this.offers.get(member)?.bytes ?? null;
+  /** The state offered under the name `offer` (GET_SNAPSHOT), or null. */
+  snapshotOffer(offer: string): Uint8Array | null {
+    return this.offers.get(offer)?.bytes ?? null;
   }
 
-  private offer(member: string, bytes: Uint8Array): void {
-    this.withdraw(member);
-    const timer = setTimeout(() => this.offers.delete(member), OFFER_TTL_MS);
+  /** Keeps `bytes` for joiner `member`; returns the name its welcome gives it. */
+  private offer(member: string, bytes: Uint8Array): string {
+    const name = `${++this.offerSeq}:${member}`;
+    const timer = setTimeout(() => this.offers.delete(name), OFFER_TTL_MS);
     timer.unref?.();
-    this.offers.set(member, { bytes, timer });
+    this.offers.set(name, { member, bytes, timer });
+    return name;
   }
 
+  /** Drops the states offered to `member` (it left the group). */
   private withdraw(member: string): void {
-    const o = this.offers.get(member);
-    if (!o) return;
-    clearTimeout(o.timer);
-    this.offers.delete(member);
+    if (!this.offers.size) return;
+    for (const [name, o] of this.offers) {
+      if (o.member !== member) continue;
+      clearTimeout(o.timer);
+      this.offers.delete(name);
+    }
   }
 
   /** Fetches the state our welcome's master offered us, retrying while it may be starting up. */
-  private async fetchOffered(master: NodeInfo): Promise<Uint8Array> {
+  private async fetchOffered(master: NodeInfo, offer: string): Promise<Uint8Array> {
     const until = Date.now() + FETCH_FOR_MS;
     for (;;) {
       try {
-        return await this.fetchSnapshot(master, this.member);
+        return await this.fetchSnapshot(master, offer);
       } catch (e) {
         if (Date.now() > until) throw e;
         await new Promise((r) => setTimeout(r, FETCH_PAUSE_MS));
@@ -464,7 +476,7 @@ export class Membership {
     let packed = msg.snapshot;
     if (!packed) {
       try {
-        packed = await this.fetchOffered(msg.master);
+        packed = await this.fetchOffered(msg.master, msg.offer);
       } catch (e) {
         // every member counts this node in from the welcome on: without the state it cannot be one.
         // It stops (its leaving is a membership change like any); restarted, it joins anew

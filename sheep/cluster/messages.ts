@@ -40,9 +40,10 @@ export type GroupMsg =
   /**
    * The joiner `to` takes the cluster state from `master` point to point (GET_SNAPSHOT): every member
    * receives the welcome, and a snapshot in it (O(nodes) bytes to each of N members) made every join
-   * cost O(N^2) bytes; `snapshot` inline is still read, from sheep that sent it so.
+   * cost O(N^2) bytes; `offer` names this welcome's state at the master. `snapshot` inline is still
+   * read, from sheep that sent it so.
    */
-  | { t: 'welcome'; to: string; node: NodeInfo; storeEpoch: number; master: NodeInfo; snapshot?: Uint8Array }
+  | { t: 'welcome'; to: string; node: NodeInfo; storeEpoch: number; master: NodeInfo; offer: string; snapshot?: Uint8Array }
   | { t: 'reject'; to: string; reason: string }
   | { t: 'op'; seq: number; op: ClusterOp }
   /** a side of the cluster announces itself to new group members (a halted side rejoins another) */

@@ -130,19 +130,19 @@ export class System {
     this.log.warn({ epoch: this.epoch, status: this.status }, 'joined the cluster again: client I/O resumes');
   }
 
-  /** The cluster state this node, as master, offered joiner `member` (GET_SNAPSHOT), or null. */
-  snapshotOffer(member: string): Uint8Array | null {
-    return this.membership.snapshotOffer(member);
+  /** The cluster state this node, as master, offered a joiner under the name `offer` (GET_SNAPSHOT), or null. */
+  snapshotOffer(offer: string): Uint8Array | null {
+    return this.membership.snapshotOffer(offer);
   }
 
   /**
-   * Fetches from `master` the state it offered this node (group member id `member`) in its welcome,
+   * Fetches from `master` the state it offered this node under the name `offer` in its welcome,
    * over a peer connection (the simulation, which has no network, replaces it).
    */
-  fetchSnapshot = async (master: NodeInfo, member: string): Promise<Uint8Array> => {
+  fetchSnapshot = async (master: NodeInfo, offer: string): Promise<Uint8Array> => {
     const c = await connectPeer(master, this.peerAuth, 5000);
     try {
-      const name = Buffer.from(member, 'utf8');
+      const name = Buffer.from(offer, 'utf8');
       const h = encodePlainReq({ protoVer: 0, opcode: Op.GET_SNAPSHOT, flags: Flag.CMD_WRITE, epoch: 0, id: 0, dataLength: name.length });
       const { rsp, data } = await c.send(h, name);
       if (rsp.result !== Res.SUCCESS) throw new SdError(rsp.result, `the master answered ${resultName(rsp.result)}`);

@@ -243,17 +243,17 @@ async function getObjList(sys: System, req: OpRequest): Promise<OpReply> {
   return { data: packObjList(await (stale ? staleList(sys.store) : localList(sys.store))) };
 }
 
-/** A group member id is a node address and a process id: anything longer is not one. */
-const MAX_MEMBER_ID = 256;
+/** An offer's name is a number and a group member id (a node address and a process id): anything longer is not one. */
+const MAX_OFFER_NAME = 256;
 
 /**
  * GET_SNAPSHOT: the cluster state this node, as master, offered a joiner in its welcome; the payload
- * names the joiner's group member id. Only a welcomed joiner has one, for a few minutes at most.
+ * is the name the welcome gave it. Kept until the joiner leaves, for a few minutes at most.
  */
 async function getSnapshot(sys: System, req: OpRequest): Promise<OpReply> {
-  if (!req.data.length || req.data.length > MAX_MEMBER_ID) throw new SdError(Res.INVALID_PARMS, 'GET_SNAPSHOT names a joiner\'s group member id');
+  if (!req.data.length || req.data.length > MAX_OFFER_NAME) throw new SdError(Res.INVALID_PARMS, 'GET_SNAPSHOT names the state a welcome offered');
   const bytes = sys.snapshotOffer(req.data.toString('utf8'));
-  if (!bytes) throw new SdError(Res.NO_OBJ, 'no cluster state offered to that member');
+  if (!bytes) throw new SdError(Res.NO_OBJ, 'no cluster state offered under that name');
   return { data: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) };
 }
 

@@ -103,10 +103,10 @@ export class SimCluster {
     const group = new SimGroup(this.bus, simMemberId(info));
     const sys = simSystem(dir, info, group, this.log);
     this.byNid.set(info.nid, sys);
-    sys.fetchSnapshot = async (master, member) => {
-      const bytes = this.byNid.get(master.nid)?.snapshotOffer(member);
-      if (!bytes) throw new Error(`${master.nid} offers no state to ${member}`);
-      this.bus.fetched(member, bytes);
+    sys.fetchSnapshot = async (master, offer) => {
+      const bytes = this.byNid.get(master.nid)?.snapshotOffer(offer);
+      if (!bytes) throw new Error(`${master.nid} offers no state named ${offer}`);
+      this.bus.fetched(simMemberId(info), bytes);
       return bytes;
     };
     group.applied = () => sys.clusterEventsApplied();
