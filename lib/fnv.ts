@@ -41,24 +41,43 @@ function mix(b: number): void {
   hHi = ((t2 & 0xffff) | ((t3 & 0xffff) << 16)) >>> 0;
 }
 
-/**
- * A ring point without BigInt: FNV-1a-64 of `name`, hashed once more as its 8 little-endian bytes
- * (the same value as fnv1a64(le64(fnv1a64(name)))), written to out[0] (low 32 bits) and out[1]
- * (high). Building a ring hashes every vnode of every node, and a membership change the vnodes of
- * the node that came or left on every member: BigInts (even for the constants) made it the slow part.
- */
-export function ringPointWords(name: string, out: Uint32Array): void {
-  hLo = OFFSET_LO;
-  hHi = OFFSET_HI;
-  for (let i = 0; i < name.length; i++) {
-    const c = name.charCodeAt(i);
+/** hLo/hHi continue over the UTF-8 bytes of `text` (plain numbers: no typed-array writes per byte). */
+function mixText(text: string): void {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
     if (c >= 0x80) {
       // not ASCII: hash the UTF-8 bytes like fnv1a64 does
-      for (const b of Buffer.from(name.slice(i), 'utf8')) mix(b);
+      for (const b of Buffer.from(text.slice(i), 'utf8')) mix(b);
       break;
     }
     mix(c);
   }
+}
+
+/**
+ * Ring points without BigInt: the point of vnode v of a node is FNV-1a-64 of "host:port:v", hashed
+ * once more as its 8 little-endian bytes (the same value as fnv1a64(le64(fnv1a64(name)))). The
+ * prefix "host:port:" is hashed once for all of a node's vnodes (`prefixWords`), then each vnode
+ * costs its decimal digits and the second pass (`vnodePointWords`). Building a ring hashes every
+ * vnode of every node, and each membership change the vnodes of the nodes that came or left, on
+ * every member. Words: out[0] the low 32 bits, out[1] the high.
+ */
+export function prefixWords(prefix: string, out: Uint32Array): void {
+  hLo = OFFSET_LO;
+  hHi = OFFSET_HI;
+  mixText(prefix);
+  out[0] = hLo;
+  out[1] = hHi;
+}
+
+/** The ring point of the prefix (its prefixWords) followed by the decimal digits of v (v >= 0). */
+export function vnodePointWords(prefix: Uint32Array, v: number, out: Uint32Array): void {
+  hLo = prefix[0];
+  hHi = prefix[1];
+  // the digits as String(v) has them, without making the string
+  let div = 1;
+  while (div * 10 <= v) div *= 10;
+  for (; div >= 1; div /= 10) mix(48 + (Math.floor(v / div) % 10));
   const lo = hLo, hi = hHi;
   hLo = OFFSET_LO;
   hHi = OFFSET_HI;

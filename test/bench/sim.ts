@@ -27,7 +27,7 @@ interface Figures {
   welcomeAfterStorms: number;
   /** one member measured in a process of its own: a typical member, the master (oldest), the joiner */
   alone: { member: Alone; master: Alone; joiner: number };
-  /** the same, replayed again after SOLO_ROUNDS - 1 replays in the same process (the JIT warm) */
+  /** the same over replays WARM_FROM.. of SOLO_ROUNDS in the same process (the JIT warm) */
   warm: { member: Alone; master: Alone; joiner: number };
   place: Placement;
   agree: string;
@@ -47,6 +47,8 @@ const SOLO_WARM = 5;
  * large cluster sees a change whenever a machine fails or is added; the JIT keeps what it compiled).
  */
 const SOLO_ROUNDS = 6;
+/** The replays whose changes make the warm figures (medians over all their changes of a kind). */
+const WARM_FROM = 3;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -82,15 +84,16 @@ async function runSize(n: number, objects: number): Promise<Figures> {
     // one child at a time: two children measuring at once on two cores would share them with the parent
     const runs: Array<Awaited<ReturnType<typeof measureAlone>>> = [];
     for (const r of solo.recs.values()) runs.push(await measureAlone(r, dir, SOLO_ROUNDS));
-    const alone = (f: (typeof runs)[0][0], skip: number): Alone => {
-      const of = (name: string) => median(f.changes.filter((x) => x.name === name).slice(skip).map((x) => x.cpuMs + x.ringMs));
+    type Round = (typeof runs)[0][0];
+    const alone = (rounds: Round[], skip: number): Alone => {
+      const of = (name: string) => median(rounds.flatMap((f) => f.changes.filter((x) => x.name === name).slice(skip).map((x) => x.cpuMs + x.ringMs)));
       return { join: of('join'), leave: of('leave') };
     };
-    const first = (f: (typeof runs)[0][0]) => f.changes[0].cpuMs + f.changes[0].ringMs;
+    const first = (rounds: Round[]) => median(rounds.map((f) => f.changes[0].cpuMs + f.changes[0].ringMs));
     // the joiner is a new sheep: its one change is its first (cold, as for a real new sheep)
-    const aloneFigures = { master: alone(runs[0][0], SOLO_WARM), member: alone(runs[1][0], SOLO_WARM), joiner: first(runs[2][0]) };
-    const last = SOLO_ROUNDS - 1;
-    const warmFigures = { master: alone(runs[0][last], 0), member: alone(runs[1][last], 0), joiner: first(runs[2][last]) };
+    const aloneFigures = { master: alone(runs[0].slice(0, 1), SOLO_WARM), member: alone(runs[1].slice(0, 1), SOLO_WARM), joiner: first(runs[2].slice(0, 1)) };
+    const warm = (r: Round[]) => r.slice(WARM_FROM);
+    const warmFigures = { master: alone(warm(runs[0]), 0), member: alone(warm(runs[1]), 0), joiner: first(warm(runs[2])) };
     solo.recs.clear();
     const joinStorm = await measureChange(c, () => c.join(STORM));
     const leaveStorm = await measureChange(c, () => c.leave(STORM));
@@ -119,14 +122,14 @@ function table(rows: Figures[]): string {
     ['one join: ring update, all members (max)', (f) => `${ms(f.join.ringSumMs)} (${ms(f.join.ringMaxMs)})`],
     ['one join: one member alone, CPU + ring (master; joiner)', (f) => `${ms(f.alone.member.join)} (${ms(f.alone.master.join)}; ${ms(f.alone.joiner)})`],
     ['one join: all members, each alone (from the three)', (f) => ms(f.alone.master.join + f.alone.joiner + (f.n - 1) * f.alone.member.join)],
-    [`one join: one member alone, warm (replay ${SOLO_ROUNDS}) (master; joiner)`, (f) => `${ms(f.warm.member.join)} (${ms(f.warm.master.join)}; ${ms(f.warm.joiner)})`],
+    [`one join: one member alone, warm (replays ${WARM_FROM + 1}-${SOLO_ROUNDS}) (master; joiner)`, (f) => `${ms(f.warm.member.join)} (${ms(f.warm.master.join)}; ${ms(f.warm.joiner)})`],
     ['one join: all members, each alone and warm', (f) => ms(f.warm.master.join + f.warm.joiner + (f.n - 1) * f.warm.member.join)],
     ['one leave: messages / bytes delivered', (f) => `${f.leave.messages} / ${kb(f.leave.bytesDelivered)}`],
     ['one leave: CPU, all members (max one member)', (f) => `${ms(f.leave.cpuSumMs)} (${ms(f.leave.cpuMaxMs)})`],
     ['one leave: ring update, all members (max)', (f) => `${ms(f.leave.ringSumMs)} (${ms(f.leave.ringMaxMs)})`],
     ['one leave: one member alone, CPU + ring (master)', (f) => `${ms(f.alone.member.leave)} (${ms(f.alone.master.leave)})`],
     ['one leave: all members, each alone (from the two)', (f) => ms(f.alone.master.leave + (f.n - 1) * f.alone.member.leave)],
-    [`one leave: one member alone, warm (replay ${SOLO_ROUNDS}) (master)`, (f) => `${ms(f.warm.member.leave)} (${ms(f.warm.master.leave)})`],
+    [`one leave: one member alone, warm (replays ${WARM_FROM + 1}-${SOLO_ROUNDS}) (master)`, (f) => `${ms(f.warm.member.leave)} (${ms(f.warm.master.leave)})`],
     ['one leave: all members, each alone and warm', (f) => ms(f.warm.master.leave + (f.n - 1) * f.warm.member.leave)],
     [`join storm (${STORM} at once): epochs / messages`, (f) => `${f.joinStorm.epochs} / ${f.joinStorm.messages}`],
     [`join storm: bytes delivered (+ states fetched)`, (f) => `${kb(f.joinStorm.bytesDelivered)} (+ ${kb(f.joinStorm.fetchedBytes)})`],

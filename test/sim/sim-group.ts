@@ -102,13 +102,18 @@ export class SimBus {
     })();
   }
 
+  /** events handed out so far (settle checks that none came while it waited) */
+  private delivered = 0;
+
   /** Resolves when no event is queued and every member has applied what it was given. */
   async settle(): Promise<void> {
     for (;;) {
       while (this.draining) await this.draining;
+      const seen = this.delivered;
       await Promise.all(this.members.map((g) => g.applied()));
       await quiet();
-      if (!this.queue.length && !this.draining) return;
+      // an event a member sent meanwhile may have been handed out and not applied yet
+      if (!this.queue.length && !this.draining && this.delivered === seen) return;
     }
   }
 
@@ -116,6 +121,7 @@ export class SimBus {
     await Promise.resolve();
     while (this.queue.length) {
       const ev = this.queue.shift()!;
+      this.delivered++;
       // the members at the time of the event receive it (total order: the same sequence everywhere)
       const to = [...this.members];
       const ids = to.map((g) => g.id);
