@@ -92,7 +92,7 @@ export class System {
     this.membership = new Membership(this.state, group, codec, (from, msg) => this.decisions.applyOp(from, msg));
     this.decisions = new Decisions(this.state, group, codec, this.membership);
     this.membership.onChanged = () => this.gateway.membersChanged();
-    this.membership.fetchSnapshot = (master, member) => this.fetchSnapshot(master, member);
+    this.membership.fetchSnapshot = (master, offer) => this.fetchSnapshot(master, offer);
     group.onSuspended = (down, why) => {
       this.driverDown = down ? why : null;
       if (down) this.log.error({ why }, 'client I/O halted until the cluster driver is back');
