@@ -9,7 +9,7 @@
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { writeFileDurable, writeFileDurableSync } from '../store/config.js';
+import { writeFileDurable } from '../store/config.js';
 import type { NodeInfo } from '../../lib/node.js';
 
 export interface EpochRecord {
@@ -174,7 +174,7 @@ export class EpochLog {
 
   append(rec: EpochRecord): Promise<void> {
     return this.serial(async () => {
-      writeFileDurableSync(this.file(rec.epoch), JSON.stringify(this.stored(rec)) + '\n');
+      await writeFileDurable(this.file(rec.epoch), JSON.stringify(this.stored(rec)) + '\n');
       // the caller gives records whose node objects never change (membership.ts newEpoch)
       this.recent = [...this.recent.filter((r) => r.epoch !== rec.epoch), rec].sort((a, b) => a.epoch - b.epoch).slice(-MEMORY_TAIL);
     });

@@ -1,7 +1,6 @@
 // The store's cluster identity file DIR/config (DESIGN.md §5), written atomically.
 
 import fs from 'node:fs/promises';
-import fsSync from 'node:fs';
 import path from 'node:path';
 
 export const STORE_FORMAT_VERSION = 1;
@@ -55,27 +54,3 @@ export async function writeFileDurable(file: string, content: string | Buffer): 
   }
 }
 
-/**
- * writeFileDurable in blocking calls, for small files written on a membership change (epoch
- * records): the eight calls through libuv's thread pool cost a member ~0.5 ms of CPU per change,
- * blocking ones ~0.03 ms, and at 1,000 nodes every member writes one per change. The original
- * Sheepdog writes its epoch log the same way, in its main loop. Not for the client path: the
- * event loop waits for the disk meanwhile.
- */
-export function writeFileDurableSync(file: string, content: string | Buffer): void {
-  const tmp = `${file}.tmp`;
-  const fd = fsSync.openSync(tmp, 'w');
-  try {
-    fsSync.writeFileSync(fd, content);
-    fsSync.fsyncSync(fd);
-  } finally {
-    fsSync.closeSync(fd);
-  }
-  fsSync.renameSync(tmp, file);
-  const d = fsSync.openSync(path.dirname(file), 'r');
-  try {
-    fsSync.fsyncSync(d);
-  } finally {
-    fsSync.closeSync(d);
-  }
-}
